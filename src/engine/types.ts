@@ -1,0 +1,81 @@
+// The engine's contract with the API layer. The api layer depends only on this file (and the
+// engine's factory); tests of the api layer can run against a fake that implements `Engine`.
+
+/** One message part after validation: text, or an already-fetched image (encoded bytes). */
+export type ContentPart =
+  | { type: 'text'; text: string }
+  | { type: 'image'; data: Uint8Array };
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string | ContentPart[];
+}
+
+/** Sampling settings with every default resolved. temperature 0 means greedy. */
+export interface SamplingParams {
+  temperature: number;
+  topP: number; // 1 = off
+  topK: number; // 0 = off
+  minP: number; // 0 = off
+  repetitionPenalty: number; // 1 = off
+  presencePenalty: number; // 0 = off
+  frequencyPenalty: number; // 0 = off
+  seed: number | null; // null: a random seed
+}
+
+/** A request the engine accepts: validated, with defaults and limits resolved. */
+export interface GenerationRequest {
+  id: string;
+  messages: ChatMessage[];
+  sampling: SamplingParams;
+  maxTokens: number | null; // null: up to the model's context
+  stop: string[]; // stop strings, matched across token boundaries, never emitted
+  ignoreEos: boolean; // benchmark extension: keep generating past EOS
+  logprobs: number | null; // null: none; 0..20: chosen token plus that many alternatives
+  deadlineMs: number | null; // absolute Date.now() deadline, null for none
+}
+
+export type FinishReason = 'stop' | 'length' | 'cancelled' | 'deadline';
+
+export interface TokenLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top: { token: string; logprob: number; bytes: number[] }[];
+}
+
+/** Streamed to the caller in order: zero or more `delta`, then exactly one `done` (or a thrown error). */
+export type GenerationEvent =
+  | { type: 'delta'; text: string; tokenIds: number[]; logprobs?: TokenLogprob[] }
+  | {
+      type: 'done';
+      finishReason: FinishReason;
+      usage: { promptTokens: number; completionTokens: number; imageTokens: number };
+      timings: GenerationTimings;
+    };
+
+/** Where the time went, for metrics (seconds). */
+export interface GenerationTimings {
+  imagePreprocess: number;
+  visionEncoder: number;
+  queue: number;
+  prefill: number;
+  decode: number;
+  firstToken: number; // from arrival to the first generated token
+}
+
+export interface ModelInfo {
+  id: string; // the served model name
+  maxContext: number;
+  numImageTokens: number;
+}
+
+export interface Engine {
+  readonly model: ModelInfo;
+  /** Starts generation; the iterable ends after `done`. Aborting `signal` cancels within one step. */
+  generate(request: GenerationRequest, signal?: AbortSignal): AsyncIterable<GenerationEvent>;
+  /** Resolves once sessions are loaded and a warm-up step ran. */
+  ready(): Promise<void>;
+  /** Stops accepting work, finishes or cancels what runs, frees workers. */
+  close(): Promise<void>;
+}

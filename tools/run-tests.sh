@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: the exporter's pytest suite (exports every tiny preset fresh and checks
+# parity against PyTorch), then the TypeScript suite on the committed fixtures.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash tools/setup-python.sh
+npm run --silent build
+.venv/bin/python -m pytest -q test/export
+node --test --test-concurrency=1 "dist/test/**/*.test.js"
