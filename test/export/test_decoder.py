@@ -1,0 +1,80 @@
+"""The export decoder restates each family's forward pass; these tests pin the family traps of
+../shared/reference/tinyllava.md so that a regression fails here by name."""
+import math
+
+import pytest
+import torch
+import transformers
+
+from tinyllava_export.decoder import DecoderSpec, build_export_decoder
+from tinyllava_export.model_parts import LLM_CLASSES, from_preset
+from tinyllava_export.presets import PRESETS
+
+
+def real_spec(preset):
+    p = PRESETS[preset]
+    cfg = getattr(transformers, LLM_CLASSES[p.family][0])(**p.text)
+    return DecoderSpec.from_hf_config(p.family, cfg)
+
+
+def test_phi2_partial_rotary_parallel_block_and_lm_head_bias():
+    s = real_spec("phi2-siglip-3.1b")
+    assert (s.head_dim, s.rotary_dim) == (80, 32)  # rotary on the first 32 of 80 dims
+    assert s.parallel_residual and s.norm == "layer" and s.act == "gelu_tanh" and s.mlp == "fc"
+    assert s.lm_head_bias and s.qkv_bias and s.o_bias and not s.tie_embeddings
+
+
+def test_gemma_norm_embed_scale_and_mqa():
+    s = real_spec("gemma-siglip-2.4b")
+    assert s.norm == "rms_plus_one" and s.embed_scale == pytest.approx(math.sqrt(2048))
+    assert (s.num_heads, s.num_kv_heads, s.head_dim) == (8, 1, 256) and s.act == "gelu_tanh" and s.tie_embeddings
+
+
+def test_stablelm_qwen2_tinyllama_shapes():
+    st = real_spec("stablelm2-siglip-2.0b")
+    assert st.rotary_dim == 16 and st.qkv_bias and not st.o_bias and st.norm == "layer" and not st.parallel_residual
+    q = real_spec("qwen2-0.5b-siglip")
+    assert q.qkv_bias and not q.o_bias and q.tie_embeddings and q.rope_theta == 1e6 and q.num_kv_heads == 2
+    ll = real_spec("tinyllama-siglip-1.5b")
+    assert (ll.num_heads, ll.num_kv_heads, ll.norm) == (32, 4, "rms") and not ll.qkv_bias
+
+
+@pytest.mark.parametrize("preset", [n for n, p in PRESETS.items() if p.tiny])
+def test_export_decoder_matches_transformers_on_arbitrary_embeddings(preset):
+    """Arbitrary inputs_embeds (as spliced image embeddings are) through both decoders."""
+    parts = from_preset(PRESETS[preset], 700, seed=1)
+    dec = build_export_decoder(parts.family, parts.llm)
+    s = dec.spec
+    x = torch.randn(1, 11, s.hidden_size)
+    with torch.no_grad():
+        ref = parts.llm(inputs_embeds=x).logits[0, -1]
+        past = [torch.zeros(1, s.num_kv_heads, 0, s.head_dim)] * (2 * s.num_layers)
+        ours = dec(x, torch.ones(1, 11, dtype=torch.long), torch.arange(11)[None], *past)[0][0]
+    assert torch.allclose(ours, ref, atol=1e-5 * ref.abs().max().item())
+
+
+def test_gemma_scales_spliced_embeddings_too():
+    """transformers' Gemma multiplies whatever inputs_embeds it gets by sqrt(hidden): image
+    embeddings included. Dropping the scale (or moving it into embed_tokens) changes the logits."""
+    parts = from_preset(PRESETS["tiny-gemma-siglip"], 700, seed=1)
+    dec = build_export_decoder("gemma", parts.llm)
+    x = torch.randn(1, 5, dec.spec.hidden_size)
+    past = [torch.zeros(1, 1, 0, dec.spec.head_dim)] * (2 * dec.spec.num_layers)
+    args = (torch.ones(1, 5, dtype=torch.long), torch.arange(5)[None], *past)
+    with torch.no_grad():
+        ref = parts.llm(inputs_embeds=x).logits[0, -1]
+        scaled = dec(x, *args)[0][0]
+        dec.spec.embed_scale = None
+        unscaled = dec(x, *args)[0][0]
+    assert torch.allclose(scaled, ref, atol=1e-5 * ref.abs().max().item())
+    assert not torch.allclose(unscaled, ref, atol=1e-2)
+
+
+def test_unsupported_llm_settings_are_refused():
+    cfg = transformers.PhiConfig(qk_layernorm=True)
+    with pytest.raises(ValueError, match="qk_layernorm"):
+        DecoderSpec.from_hf_config("phi", cfg)
+    with pytest.raises(ValueError, match="rope_scaling"):
+        DecoderSpec.from_hf_config("llama", transformers.LlamaConfig(rope_scaling={"rope_type": "linear", "factor": 2.0}))
+    with pytest.raises(ValueError, match="unsupported LLM family"):
+        DecoderSpec.from_hf_config("openelm", transformers.LlamaConfig())

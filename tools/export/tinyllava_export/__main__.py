@@ -1,0 +1,74 @@
+"""`npm run export -- ...`: the exporter's command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .presets import PRESETS
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="npm run export --",
+        description="Export a TinyLLaVA checkpoint (or a random-init model of a named shape) to an ONNX "
+                    "model package, checked against PyTorch before it is written.")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, metavar="DIR",
+                     help="a local TinyLLaVA_Factory (model_type tinyllava) or transformers Llava checkpoint directory")
+    src.add_argument("--random-init", metavar="PRESET", choices=sorted(PRESETS),
+                     help="a random-init model of a named shape: " + ", ".join(PRESETS))
+    src.add_argument("--make-fixtures", action="store_true",
+                     help="regenerate every test fixture, golden file and the default package")
+    src.add_argument("--list-presets", action="store_true", help="list the random-init presets and exit")
+    ap.add_argument("--out", type=Path, metavar="DIR", help="the package directory to write")
+    ap.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
+    ap.add_argument("--quantize", choices=["int4"], default=None, help="int4 weights (MatMulNBits), fp32 compute")
+    ap.add_argument("--seed", type=int, default=0, help="random-init seed (default 0)")
+    ap.add_argument("--name", help="the package's model name (default: from the source)")
+    ap.add_argument("--force", action="store_true", help="replace --out if it exists")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines")
+    args = ap.parse_args(argv)
+    if (args.checkpoint or args.random_init) and not args.out:
+        ap.error("--out DIR is required")
+    return args
+
+
+def quiet_library_warnings() -> None:
+    """Tracing warnings about Python-level shape checks are expected and drown the progress lines."""
+    import warnings
+    warnings.filterwarnings("ignore", module=r"torch\.onnx|transformers|onnxconverter_common")
+    warnings.filterwarnings("ignore", message=r".*(TracerWarning|Converting a tensor to a Python).*")
+    import torch.jit
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    from transformers.utils import logging
+    logging.set_verbosity_error()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    quiet_library_warnings()
+    if args.list_presets:
+        for p in PRESETS.values():
+            kind = "tiny (tests)" if p.tiny else f"real shape of {p.source_checkpoint}"
+            print(f"{p.name:24s} {p.family}+{p.vision} {kind}")
+        return 0
+    from .model_parts import ExportError
+    try:
+        if args.make_fixtures:
+            from .fixtures.make import make_all
+            make_all()
+            return 0
+        from .export import run_export
+        result = run_export(args.out, preset=args.random_init, checkpoint=args.checkpoint, seed=args.seed,
+                            dtype=args.dtype, quantize=args.quantize, force=args.force, quiet=args.quiet,
+                            name=args.name)
+    except ExportError as e:
+        print(f"export failed: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {result.out_dir} ({result.parity.verdict})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

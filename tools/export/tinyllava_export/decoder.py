@@ -1,0 +1,274 @@
+"""An export-friendly decoder that computes what transformers' causal LMs compute.
+
+Why not trace transformers' own modules? Their KV-cache objects and mask builders change from
+release to release and do not trace cleanly on torch 1.13, and the package format needs two
+things they do not offer: logits of the last position only, and `present` holding only the new
+positions (see docs/model-package.md). So this module re-states each supported family's forward
+pass in plain tensor ops, loads the transformers state dict unchanged, and the exporter's
+parity check proves it against the transformers model itself.
+
+Shapes: B batch, T new positions, P past positions, K = P + T, H heads, Hkv KV heads, Dh head dim.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+FAMILIES = ("llama", "phi", "stablelm", "qwen2", "gemma")
+
+
+@dataclass
+class DecoderSpec:
+    """The per-family facts the forward pass needs, read from a transformers text config."""
+
+    family: str
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    rope_theta: float
+    rotary_dim: int  # rotary applies to the first rotary_dim dims of each head (partial for phi/stablelm)
+    norm_eps: float
+    norm: str  # "rms" | "rms_plus_one" (gemma: x * (1 + w)) | "layer"
+    act: str  # "silu" | "gelu_tanh"
+    mlp: str  # "gated" (gate/up/down) | "fc" (fc1/act/fc2, phi)
+    parallel_residual: bool  # attention and MLP both read one normed input (phi; stablelm option)
+    qkv_bias: bool
+    o_bias: bool
+    lm_head_bias: bool
+    tie_embeddings: bool
+    embed_scale: float | None  # gemma multiplies inputs_embeds by sqrt(hidden)
+    max_position_embeddings: int
+
+    @staticmethod
+    def from_hf_config(family: str, cfg) -> "DecoderSpec":
+        if family not in FAMILIES:
+            raise ValueError(f"unsupported LLM family {family!r}: supported are {', '.join(FAMILIES)}")
+        heads = cfg.num_attention_heads
+        kv = getattr(cfg, "num_key_value_heads", None) or heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        rope_scaling = getattr(cfg, "rope_scaling", None)
+        if rope_scaling:
+            raise ValueError(f"{family}: rope_scaling {rope_scaling!r} is not supported yet")
+        common = dict(
+            family=family,
+            num_layers=cfg.num_hidden_layers,
+            hidden_size=cfg.hidden_size,
+            intermediate_size=cfg.intermediate_size,
+            num_heads=heads,
+            num_kv_heads=kv,
+            head_dim=head_dim,
+            vocab_size=cfg.vocab_size,
+            rope_theta=float(getattr(cfg, "rope_theta", 10000.0)),
+            max_position_embeddings=cfg.max_position_embeddings,
+            tie_embeddings=bool(getattr(cfg, "tie_word_embeddings", False)),
+            embed_scale=None,
+        )
+        if family in ("llama", "qwen2"):
+            act = getattr(cfg, "hidden_act", "silu")
+            if act != "silu":
+                raise ValueError(f"{family}: hidden_act {act!r} is not supported (expected silu)")
+            bias = family == "qwen2" or bool(getattr(cfg, "attention_bias", False))
+            if getattr(cfg, "mlp_bias", False):
+                raise ValueError("llama: mlp_bias is not supported")
+            return DecoderSpec(**common, rotary_dim=head_dim, norm_eps=cfg.rms_norm_eps, norm="rms",
+                               act="silu", mlp="gated", parallel_residual=False, qkv_bias=bias,
+                               o_bias=family == "llama" and bias, lm_head_bias=False)
+        if family == "gemma":
+            act = getattr(cfg, "hidden_activation", None) or "gelu_pytorch_tanh"
+            if act not in ("gelu_pytorch_tanh", "gelu"):
+                raise ValueError(f"gemma: hidden_activation {act!r} is not supported")
+            common["embed_scale"] = cfg.hidden_size ** 0.5
+            # transformers' Gemma maps a legacy hidden_act "gelu" to the tanh approximation too.
+            return DecoderSpec(**common, rotary_dim=head_dim, norm_eps=cfg.rms_norm_eps,
+                               norm="rms_plus_one", act="gelu_tanh", mlp="gated",
+                               parallel_residual=False, qkv_bias=bool(cfg.attention_bias),
+                               o_bias=bool(cfg.attention_bias), lm_head_bias=False)
+        if family == "phi":
+            if getattr(cfg, "qk_layernorm", False):
+                raise ValueError("phi: qk_layernorm=True is not supported")
+            if cfg.hidden_act not in ("gelu_new", "gelu_pytorch_tanh"):
+                raise ValueError(f"phi: hidden_act {cfg.hidden_act!r} is not supported (expected gelu_new)")
+            return DecoderSpec(**common, rotary_dim=int(head_dim * cfg.partial_rotary_factor),
+                               norm_eps=cfg.layer_norm_eps, norm="layer", act="gelu_tanh", mlp="fc",
+                               parallel_residual=True, qkv_bias=True, o_bias=True, lm_head_bias=True)
+        # stablelm
+        if getattr(cfg, "qk_layernorm", False):
+            raise ValueError("stablelm: qk_layernorm=True is not supported")
+        if cfg.hidden_act != "silu":
+            raise ValueError(f"stablelm: hidden_act {cfg.hidden_act!r} is not supported (expected silu)")
+        return DecoderSpec(**common, rotary_dim=int(head_dim * cfg.partial_rotary_factor),
+                           norm_eps=cfg.layer_norm_eps, norm="layer", act="silu", mlp="gated",
+                           parallel_residual=bool(cfg.use_parallel_residual),
+                           qkv_bias=bool(cfg.use_qkv_bias), o_bias=False, lm_head_bias=False)
+
+
+class _Norm(nn.Module):
+    def __init__(self, kind: str, dim: int, eps: float):
+        super().__init__()
+        self.kind, self.eps, self.dim = kind, eps, dim
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if kind == "layer" else None
+
+    def forward(self, x):
+        if self.kind == "layer":
+            return F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps)
+        normed = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        weight = 1.0 + self.weight if self.kind == "rms_plus_one" else self.weight
+        return normed * weight
+
+
+def _act(kind: str, x):
+    return F.silu(x) if kind == "silu" else F.gelu(x, approximate="tanh")
+
+
+def _rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class _Layer(nn.Module):
+    def __init__(self, s: DecoderSpec):
+        super().__init__()
+        self.s = s
+        self.input_norm = _Norm(s.norm, s.hidden_size, s.norm_eps)
+        self.post_norm = None if s.parallel_residual else _Norm(s.norm, s.hidden_size, s.norm_eps)
+        self.q = nn.Linear(s.hidden_size, s.num_heads * s.head_dim, bias=s.qkv_bias)
+        self.k = nn.Linear(s.hidden_size, s.num_kv_heads * s.head_dim, bias=s.qkv_bias)
+        self.v = nn.Linear(s.hidden_size, s.num_kv_heads * s.head_dim, bias=s.qkv_bias)
+        self.o = nn.Linear(s.num_heads * s.head_dim, s.hidden_size, bias=s.o_bias)
+        if s.mlp == "gated":
+            self.gate = nn.Linear(s.hidden_size, s.intermediate_size, bias=False)
+            self.up = nn.Linear(s.hidden_size, s.intermediate_size, bias=False)
+            self.down = nn.Linear(s.intermediate_size, s.hidden_size, bias=False)
+        else:
+            self.fc1 = nn.Linear(s.hidden_size, s.intermediate_size, bias=True)
+            self.fc2 = nn.Linear(s.intermediate_size, s.hidden_size, bias=True)
+
+    def mlp(self, x):
+        if self.s.mlp == "gated":
+            return self.down(_act(self.s.act, self.gate(x)) * self.up(x))
+        return self.fc2(_act(self.s.act, self.fc1(x)))
+
+    def rotary(self, x, cos, sin):
+        # x [B,heads,T,Dh]; cos/sin [B,1,T,rotary_dim]
+        r = self.s.rotary_dim
+        if r == x.shape[-1]:
+            return x * cos + _rotate_half(x) * sin
+        x_rot, x_pass = x[..., :r], x[..., r:]
+        return torch.cat((x_rot * cos + _rotate_half(x_rot) * sin, x_pass), dim=-1)
+
+    def attention(self, x, cos, sin, bias, past_k, past_v):
+        s = self.s
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, s.num_heads, s.head_dim).transpose(1, 2)
+        k = self.k(x).view(b, t, s.num_kv_heads, s.head_dim).transpose(1, 2)
+        v = self.v(x).view(b, t, s.num_kv_heads, s.head_dim).transpose(1, 2)
+        q, k = self.rotary(q, cos, sin), self.rotary(k, cos, sin)
+        keys = torch.cat((past_k, k), dim=2)  # [B,Hkv,K,Dh]
+        values = torch.cat((past_v, v), dim=2)
+        rep = s.num_heads // s.num_kv_heads
+        if rep > 1:  # grouped-query attention: each KV head serves `rep` query heads
+            keys = keys[:, :, None].expand(b, s.num_kv_heads, rep, keys.shape[2], s.head_dim)
+            keys = keys.reshape(b, s.num_heads, -1, s.head_dim)
+            values = values[:, :, None].expand(b, s.num_kv_heads, rep, values.shape[2], s.head_dim)
+            values = values.reshape(b, s.num_heads, -1, s.head_dim)
+        scores = torch.matmul(q, keys.transpose(2, 3)) / math.sqrt(s.head_dim) + bias
+        probs = torch.softmax(scores, dim=-1)
+        out = torch.matmul(probs, values).transpose(1, 2).reshape(b, t, s.num_heads * s.head_dim)
+        return self.o(out), k, v
+
+    def forward(self, x, cos, sin, bias, past_k, past_v):
+        h = self.input_norm(x)
+        attn, k, v = self.attention(h, cos, sin, bias, past_k, past_v)
+        if self.s.parallel_residual:
+            return x + attn + self.mlp(h), k, v
+        x = x + attn
+        return x + self.mlp(self.post_norm(x)), k, v
+
+
+class ExportDecoder(nn.Module):
+    """inputs_embeds, attention_mask [B,K], position_ids [B,T], past k/v per layer
+    -> logits of the last position [B,V], and k/v of the T new positions per layer."""
+
+    def __init__(self, spec: DecoderSpec):
+        super().__init__()
+        self.spec = spec
+        self.layers = nn.ModuleList(_Layer(spec) for _ in range(spec.num_layers))
+        self.final_norm = _Norm(spec.norm, spec.hidden_size, spec.norm_eps)
+        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=spec.lm_head_bias)
+        inv_freq = 1.0 / (spec.rope_theta ** (torch.arange(0, spec.rotary_dim, 2, dtype=torch.int64).float() / spec.rotary_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, inputs_embeds, attention_mask, position_ids, *past):
+        s = self.spec
+        x = inputs_embeds
+        if s.embed_scale is not None:
+            x = x * torch.tensor(s.embed_scale, dtype=x.dtype)
+        t = x.shape[1]
+        k_len = attention_mask.shape[1]
+        # Rotary tables from the real positions of each token (padding does not shift them).
+        freqs = position_ids[:, :, None].float() * self.inv_freq[None, None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B,1,T,rotary_dim]
+        cos, sin = emb.cos(), emb.sin()
+        # Key slot j is visible to new position i iff it is real (mask 1) and j <= P + i.
+        q_slot = torch.arange(t, device=x.device) + (k_len - t)
+        k_slot = torch.arange(k_len, device=x.device)
+        allowed = (k_slot[None, :] <= q_slot[:, None])[None, None] & (attention_mask[:, None, None, :] > 0)
+        bias = (1.0 - allowed.to(x.dtype)) * torch.finfo(x.dtype).min  # [B,1,T,K]
+        presents = []
+        for i, layer in enumerate(self.layers):
+            x, k, v = layer(x, cos, sin, bias, past[2 * i], past[2 * i + 1])
+            presents += [k, v]
+        logits = self.lm_head(self.final_norm(x[:, -1, :]))
+        return (logits, *presents)
+
+
+def _map_state_dict(spec: DecoderSpec, sd: dict) -> dict:
+    """transformers' parameter names -> ExportDecoder's."""
+    out = {}
+    prefix = "model."
+    attn_o = "dense" if spec.family == "phi" else "o_proj"
+    final = "final_layernorm" if spec.family == "phi" else "norm"
+    for i in range(spec.num_layers):
+        src, dst = f"{prefix}layers.{i}.", f"layers.{i}."
+        names = {"input_layernorm": "input_norm", "self_attn.q_proj": "q", "self_attn.k_proj": "k",
+                 "self_attn.v_proj": "v", f"self_attn.{attn_o}": "o"}
+        if not spec.parallel_residual:
+            names["post_attention_layernorm"] = "post_norm"
+        if spec.mlp == "gated":
+            names.update({"mlp.gate_proj": "gate", "mlp.up_proj": "up", "mlp.down_proj": "down"})
+        else:
+            names.update({"mlp.fc1": "fc1", "mlp.fc2": "fc2"})
+        for a, b in names.items():
+            for leaf in ("weight", "bias"):
+                if src + a + "." + leaf in sd:
+                    out[dst + b + "." + leaf] = sd[src + a + "." + leaf]
+    for leaf in ("weight", "bias"):
+        if f"{prefix}{final}.{leaf}" in sd:
+            out[f"final_norm.{leaf}"] = sd[f"{prefix}{final}.{leaf}"]
+    if spec.tie_embeddings or "lm_head.weight" not in sd:
+        out["lm_head.weight"] = sd[f"{prefix}embed_tokens.weight"]
+    else:
+        out["lm_head.weight"] = sd["lm_head.weight"]
+    if spec.lm_head_bias:
+        out["lm_head.bias"] = sd["lm_head.bias"]
+    return out
+
+
+def build_export_decoder(family: str, hf_causal_lm) -> ExportDecoder:
+    """An ExportDecoder holding the weights of a transformers *ForCausalLM (fp32, eval mode)."""
+    spec = DecoderSpec.from_hf_config(family, hf_causal_lm.config)
+    dec = ExportDecoder(spec)
+    mapped = _map_state_dict(spec, hf_causal_lm.state_dict())
+    missing, unexpected = dec.load_state_dict(mapped, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{family}: weights do not match the decoder layout: missing {missing}, unexpected {unexpected}")
+    return dec.eval()

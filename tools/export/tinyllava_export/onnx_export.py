@@ -1,0 +1,160 @@
+"""Writes the four ONNX graphs of a package (see docs/model-package.md) and converts precision."""
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from .decoder import ExportDecoder, build_export_decoder
+from .model_parts import ModelParts
+
+OPSET = 17
+
+
+class VisionEncoder(nn.Module):
+    """pixel_values -> hidden states after layer `feature_layer`, with the feature selection.
+
+    The encoder is cut after the layer whose output is used, so the graph never computes the
+    layers, post_layernorm or pooling head whose results the model throws away.
+    """
+
+    def __init__(self, parts: ModelParts):
+        super().__init__()
+        vm = copy.deepcopy(parts.vision.vision_model)
+        n = len(vm.encoder.layers)
+        keep = parts.feature_layer + n + 1 if parts.feature_layer < 0 else parts.feature_layer
+        if not 0 <= keep <= n:
+            raise ValueError(f"vision_feature_layer {parts.feature_layer} is out of range for {n} layers")
+        vm.encoder.layers = vm.encoder.layers[:keep]
+        _numeric_conv_padding(vm.embeddings.patch_embedding)
+        self.embeddings = vm.embeddings
+        self.pre_layrnorm = getattr(vm, "pre_layrnorm", None)  # CLIP only, and kept by the reference
+        self.encoder = vm.encoder
+        self.drop_first = parts.feature_select == "patch"
+
+    def forward(self, pixel_values):
+        h = self.embeddings(pixel_values)
+        if self.pre_layrnorm is not None:
+            h = self.pre_layrnorm(h)
+        h = self.encoder(inputs_embeds=h, return_dict=True).last_hidden_state
+        return h[:, 1:] if self.drop_first else h
+
+
+def _numeric_conv_padding(conv: nn.Conv2d) -> None:
+    """SigLIP's patch embedding says padding="valid", which torch 1.13 cannot export; it means 0."""
+    if conv.padding == "valid":
+        conv.padding = (0, 0)
+        conv._reversed_padding_repeated_twice = [0, 0, 0, 0]
+
+
+class EmbedTokens(nn.Module):
+    def __init__(self, embedding: nn.Embedding):
+        super().__init__()
+        self.embedding = embedding
+
+    def forward(self, input_ids):
+        return self.embedding(input_ids)
+
+
+# Protobuf cannot serialise a message over 2 GiB: bigger graphs keep their weights in one
+# external file beside them, `<graph>.onnx_data` (onnxruntime finds it from the graph's path).
+INLINE_LIMIT = 1_800_000_000
+
+
+def _weight_bytes(model: onnx.ModelProto) -> int:
+    total = 0
+    for t in model.graph.initializer:
+        n = 1
+        for d in t.dims:
+            n *= d
+        total += n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    return total
+
+
+def save_graph(model: onnx.ModelProto, path: Path) -> None:
+    """Writes `model` inline, or with its weights in `<name>_data` when it is too big for protobuf."""
+    data = path.with_name(path.name + "_data")
+    if data.exists():
+        data.unlink()
+    if _weight_bytes(model) > INLINE_LIMIT:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data.name, size_threshold=1024)
+    else:
+        onnx.save_model(model, str(path))
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], axes: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp, torch.no_grad():
+        # torch writes one file per tensor for models over 2 GiB; gather them into one.
+        raw = Path(tmp) / "model.onnx"
+        torch.onnx.export(module, args, str(raw), input_names=inputs, output_names=outputs,
+                          dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True)
+        save_graph(onnx.load(str(raw)), path)
+    onnx.checker.check_model(str(path))
+
+
+def decoder_io_names(num_layers: int) -> tuple[list[str], list[str]]:
+    past = [f"past_key_values.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+    present = [f"present.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+    return ["inputs_embeds", "attention_mask", "position_ids", *past], ["logits", *present]
+
+
+def export_vision(parts: ModelParts, path: Path) -> None:
+    cfg = parts.vision.config
+    pixels = torch.zeros(1, 3, cfg.image_size, cfg.image_size)
+    _export(VisionEncoder(parts).eval(), (pixels,), path, ["pixel_values"], ["image_features"],
+            {"pixel_values": {0: "batch"}, "image_features": {0: "batch"}})
+
+
+def export_connector(parts: ModelParts, path: Path) -> None:
+    feats = torch.zeros(1, parts.num_image_tokens, parts.vision.config.hidden_size)
+    _export(parts.connector, (feats,), path, ["image_features"], ["image_embeds"],
+            {"image_features": {0: "batch", 1: "image_tokens"}, "image_embeds": {0: "batch", 1: "image_tokens"}})
+
+
+def export_embed_tokens(parts: ModelParts, path: Path) -> None:
+    ids = torch.zeros(1, 3, dtype=torch.long)
+    _export(EmbedTokens(parts.llm.get_input_embeddings()).eval(), (ids,), path, ["input_ids"], ["inputs_embeds"],
+            {"input_ids": {0: "batch", 1: "sequence"}, "inputs_embeds": {0: "batch", 1: "sequence"}})
+
+
+def export_decoder(parts: ModelParts, path: Path) -> ExportDecoder:
+    dec = build_export_decoder(parts.family, parts.llm)
+    s = dec.spec
+    b, t, p = 2, 3, 4  # traced with a past so every shape stays symbolic
+    past = []
+    for _ in range(s.num_layers):
+        past += [torch.zeros(b, s.num_kv_heads, p, s.head_dim)] * 2
+    args = (torch.zeros(b, t, s.hidden_size), torch.ones(b, p + t, dtype=torch.long),
+            torch.zeros(b, t, dtype=torch.long), *past)
+    inputs, outputs = decoder_io_names(s.num_layers)
+    axes = {"inputs_embeds": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
+            "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
+    for name in inputs[3:]:
+        axes[name] = {0: "batch", 2: "past_sequence"}
+    for name in outputs[1:]:
+        axes[name] = {0: "batch", 2: "sequence"}
+    _export(dec, args, path, inputs, outputs, axes)
+    return dec
+
+
+def to_fp16(path: Path) -> None:
+    """fp16 weights and compute; inputs and outputs stay float32 (casts inside the graph)."""
+    from onnxconverter_common import float16
+    model = onnx.load(str(path))
+    model = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    save_graph(model, path)
+
+
+def quantize_int4(path: Path, block_size: int = 32) -> None:
+    """int4 weights for every MatMul with a constant weight (MatMulNBits, run by ORT's CPU provider)."""
+    from onnxruntime.quantization.matmul_4bits_quantizer import MatMul4BitsQuantizer
+    model = onnx.load(str(path))
+    quant = MatMul4BitsQuantizer(model, block_size=block_size, is_symmetric=True)
+    quant.process()
+    save_graph(quant.model.model, path)

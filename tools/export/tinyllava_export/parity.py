@@ -1,0 +1,135 @@
+"""The exporter's parity check: the written ONNX graphs, run by onnxruntime, against the PyTorch
+reference (transformers' classes + TinyLLaVA glue) on one image and one prompt.
+
+The ONNX side is teacher-forced with the reference's greedy tokens, so that every step's logits
+can be compared even after a divergence; "greedy agreement" counts the steps whose ONNX argmax is
+the reference's token.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from . import reference as R
+from .model_parts import ModelParts
+
+STEPS = 32
+FP32_REL_TOLERANCE = 1e-4  # max |logit diff| relative to the largest reference logit magnitude
+
+
+@dataclass
+class ParityReport:
+    dtype: str
+    steps: int
+    greedy_agreement: int  # steps (of `steps`) whose ONNX argmax equals the reference token
+    first_divergence: int | None
+    max_abs_logit_diff: float
+    max_ref_logit: float
+    rel_logit_diff: float
+    image_features_max_diff: float
+    image_embeds_max_diff: float
+    prompt_length: int
+    passed: bool
+    verdict: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class OnnxPackageRunner:
+    """Runs a package's graphs from Python the way the server does: splice, prefill, decode."""
+
+    def __init__(self, package_dir: Path, files: dict, num_layers: int):
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+
+        def load(key):
+            return ort.InferenceSession(str(package_dir / files[key]), opts, providers=["CPUExecutionProvider"])
+
+        self.vision, self.connector = load("vision_encoder"), load("connector")
+        self.embed, self.decoder = load("embed_tokens"), load("decoder")
+        self.num_layers = num_layers
+        past = self.decoder.get_inputs()[3]
+        self.kv_heads, self.head_dim = past.shape[1], past.shape[3]
+
+    def image_features(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self.vision.run(None, {"pixel_values": pixel_values})[0]
+
+    def image_embeds(self, features: np.ndarray) -> np.ndarray:
+        return self.connector.run(None, {"image_features": features})[0]
+
+    def splice(self, prompt_ids: list[int], embeds: list[np.ndarray]) -> np.ndarray:
+        pieces, text, images = [], [], iter(embeds)
+        for tok in prompt_ids + [None]:
+            if tok is None or tok == R.IMAGE:
+                if text:
+                    pieces.append(self.embed.run(None, {"input_ids": np.array([text], dtype=np.int64)})[0])
+                    text = []
+                if tok == R.IMAGE:
+                    pieces.append(next(images))
+            else:
+                text.append(tok)
+        return np.concatenate(pieces, axis=1)
+
+    def step(self, embeds: np.ndarray, cache: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One decoder call for a single sequence; returns last logits and the grown cache."""
+        past_len = cache[0].shape[2] if cache else 0
+        t = embeds.shape[1]
+        feeds = {"inputs_embeds": embeds.astype(np.float32),
+                 "attention_mask": np.ones((1, past_len + t), dtype=np.int64),
+                 "position_ids": np.arange(past_len, past_len + t, dtype=np.int64)[None]}
+        empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32)
+        for i in range(self.num_layers):
+            for j, kv in enumerate(("key", "value")):
+                feeds[f"past_key_values.{i}.{kv}"] = cache[2 * i + j] if cache else empty
+        out = self.decoder.run(None, feeds)
+        grown = [np.concatenate([cache[k], out[1 + k]], axis=2) if cache else out[1 + k]
+                 for k in range(2 * self.num_layers)]
+        return out[0][0], grown
+
+
+def check_parity(parts: ModelParts, package_dir: Path, files: dict, pixel_values: torch.Tensor,
+                 prompt_ids: list[int], dtype: str, steps: int = STEPS) -> ParityReport:
+    # Reference (PyTorch, fp32).
+    ref_feats = R.image_features(parts, pixel_values)
+    ref_embeds = parts.connector(ref_feats)
+    n_images = sum(1 for t in prompt_ids if t == R.IMAGE)
+    with torch.no_grad():
+        ref_input = R.splice(parts, prompt_ids, [ref_embeds] * n_images)
+    ref = R.greedy(parts, ref_input, steps)
+
+    # ONNX Runtime, teacher-forced with the reference tokens.
+    run = OnnxPackageRunner(package_dir, files, parts.llm.config.num_hidden_layers)
+    feats = run.image_features(pixel_values.numpy())
+    embeds = run.image_embeds(feats)
+    logits, cache = run.step(run.splice(prompt_ids, [embeds] * n_images), [])
+    max_diff, agree, first_div = 0.0, 0, None
+    for i, ref_tok in enumerate(ref.tokens):
+        max_diff = max(max_diff, float(np.abs(logits - ref.logits[i].numpy()).max()))
+        if int(np.argmax(logits)) == ref_tok:
+            agree += 1
+        elif first_div is None:
+            first_div = i
+        if i + 1 < len(ref.tokens):
+            tok_embed = run.embed.run(None, {"input_ids": np.array([[ref_tok]], dtype=np.int64)})[0]
+            logits, cache = run.step(tok_embed, cache)
+    max_ref = float(max(l.abs().max() for l in ref.logits))
+    rel = max_diff / max(max_ref, 1e-12)
+    if dtype == "fp32":
+        passed = rel <= FP32_REL_TOLERANCE and agree == steps
+        verdict = ("passed" if passed else
+                   f"FAILED: relative logit difference {rel:.2e} (limit {FP32_REL_TOLERANCE:.0e}), "
+                   f"greedy agreement {agree}/{steps}")
+    else:  # reduced precision: reported, not enforced
+        passed = True
+        verdict = f"reported ({dtype}): relative logit difference {rel:.2e}, greedy agreement {agree}/{steps}"
+    return ParityReport(
+        dtype=dtype, steps=steps, greedy_agreement=agree, first_divergence=first_div,
+        max_abs_logit_diff=max_diff, max_ref_logit=max_ref, rel_logit_diff=rel,
+        image_features_max_diff=float(np.abs(feats - ref_feats.numpy()).max()),
+        image_embeds_max_diff=float(np.abs(embeds - ref_embeds.detach().numpy()).max()),
+        prompt_length=int(ref_input.shape[1]), passed=passed, verdict=verdict)
