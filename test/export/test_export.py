@@ -160,7 +160,7 @@ def _cli(*args):
 def test_cli_random_init_and_clear_errors(tmp_path):
     ok = _cli("--random-init", "tiny-stablelm-clip", "--out", str(tmp_path / "a"), "--seed", "3")
     assert ok.returncode == 0, ok.stderr
-    assert "[1/7]" in ok.stderr and "parity passed" in ok.stderr
+    assert "[1/8]" in ok.stderr and "parity passed" in ok.stderr
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert m["source"]["seed"] == 3 and m["source"]["preset"] == "tiny-stablelm-clip"
     missing = _cli("--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "b"))

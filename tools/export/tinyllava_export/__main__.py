@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         from .export import run_export
         result = run_export(args.out, preset=args.random_init, checkpoint=args.checkpoint, seed=args.seed,
                             dtype=args.dtype, quantize=args.quantize, force=args.force, quiet=args.quiet,
-                            name=args.name)
+                            name=args.name, keep_parts=False)
     except ExportError as e:
         print(f"export failed: {e}", file=sys.stderr)
         return 1

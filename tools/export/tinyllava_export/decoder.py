@@ -111,11 +111,11 @@ class DecoderSpec:
 
 
 class _Norm(nn.Module):
-    def __init__(self, kind: str, dim: int, eps: float):
+    def __init__(self, kind: str, dim: int, eps: float, device=None):
         super().__init__()
         self.kind, self.eps, self.dim = kind, eps, dim
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim)) if kind == "layer" else None
+        self.weight = nn.Parameter(torch.ones(dim, device=device))
+        self.bias = nn.Parameter(torch.zeros(dim, device=device)) if kind == "layer" else None
 
     def forward(self, x):
         if self.kind == "layer":
@@ -135,22 +135,23 @@ def _rotate_half(x):
 
 
 class _Layer(nn.Module):
-    def __init__(self, s: DecoderSpec):
+    def __init__(self, s: DecoderSpec, device=None):
         super().__init__()
         self.s = s
-        self.input_norm = _Norm(s.norm, s.hidden_size, s.norm_eps)
-        self.post_norm = None if s.parallel_residual else _Norm(s.norm, s.hidden_size, s.norm_eps)
-        self.q = nn.Linear(s.hidden_size, s.num_heads * s.head_dim, bias=s.qkv_bias)
-        self.k = nn.Linear(s.hidden_size, s.num_kv_heads * s.head_dim, bias=s.qkv_bias)
-        self.v = nn.Linear(s.hidden_size, s.num_kv_heads * s.head_dim, bias=s.qkv_bias)
-        self.o = nn.Linear(s.num_heads * s.head_dim, s.hidden_size, bias=s.o_bias)
+        lin = lambda i, o, bias: nn.Linear(i, o, bias=bias, device=device)  # noqa: E731
+        self.input_norm = _Norm(s.norm, s.hidden_size, s.norm_eps, device)
+        self.post_norm = None if s.parallel_residual else _Norm(s.norm, s.hidden_size, s.norm_eps, device)
+        self.q = lin(s.hidden_size, s.num_heads * s.head_dim, s.qkv_bias)
+        self.k = lin(s.hidden_size, s.num_kv_heads * s.head_dim, s.qkv_bias)
+        self.v = lin(s.hidden_size, s.num_kv_heads * s.head_dim, s.qkv_bias)
+        self.o = lin(s.num_heads * s.head_dim, s.hidden_size, s.o_bias)
         if s.mlp == "gated":
-            self.gate = nn.Linear(s.hidden_size, s.intermediate_size, bias=False)
-            self.up = nn.Linear(s.hidden_size, s.intermediate_size, bias=False)
-            self.down = nn.Linear(s.intermediate_size, s.hidden_size, bias=False)
+            self.gate = lin(s.hidden_size, s.intermediate_size, False)
+            self.up = lin(s.hidden_size, s.intermediate_size, False)
+            self.down = lin(s.intermediate_size, s.hidden_size, False)
         else:
-            self.fc1 = nn.Linear(s.hidden_size, s.intermediate_size, bias=True)
-            self.fc2 = nn.Linear(s.intermediate_size, s.hidden_size, bias=True)
+            self.fc1 = lin(s.hidden_size, s.intermediate_size, True)
+            self.fc2 = lin(s.intermediate_size, s.hidden_size, True)
 
     def mlp(self, x):
         if self.s.mlp == "gated":
@@ -198,14 +199,13 @@ class ExportDecoder(nn.Module):
     """inputs_embeds, attention_mask [B,K], position_ids [B,T], past k/v per layer
     -> logits of the last position [B,V], and k/v of the T new positions per layer."""
 
-    def __init__(self, spec: DecoderSpec):
+    def __init__(self, spec: DecoderSpec, device=None):
         super().__init__()
         self.spec = spec
-        self.layers = nn.ModuleList(_Layer(spec) for _ in range(spec.num_layers))
-        self.final_norm = _Norm(spec.norm, spec.hidden_size, spec.norm_eps)
-        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=spec.lm_head_bias)
-        inv_freq = 1.0 / (spec.rope_theta ** (torch.arange(0, spec.rotary_dim, 2, dtype=torch.int64).float() / spec.rotary_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.layers = nn.ModuleList(_Layer(spec, device) for _ in range(spec.num_layers))
+        self.final_norm = _Norm(spec.norm, spec.hidden_size, spec.norm_eps, device)
+        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=spec.lm_head_bias, device=device)
+        self.register_buffer("inv_freq", _inv_freq(spec), persistent=False)
 
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
         s = self.spec
@@ -229,6 +229,12 @@ class ExportDecoder(nn.Module):
             presents += [k, v]
         logits = self.lm_head(self.final_norm(x[:, -1, :]))
         return (logits, *presents)
+
+
+def _inv_freq(spec: DecoderSpec) -> torch.Tensor:
+    """transformers' rotary frequencies (computed the same way, so positions rotate identically)."""
+    exponent = torch.arange(0, spec.rotary_dim, 2, dtype=torch.int64, device="cpu").float() / spec.rotary_dim
+    return 1.0 / (spec.rope_theta ** exponent)
 
 
 def _map_state_dict(spec: DecoderSpec, sd: dict) -> dict:
@@ -264,11 +270,22 @@ def _map_state_dict(spec: DecoderSpec, sd: dict) -> dict:
 
 
 def build_export_decoder(family: str, hf_causal_lm) -> ExportDecoder:
-    """An ExportDecoder holding the weights of a transformers *ForCausalLM (fp32, eval mode)."""
+    """An ExportDecoder that shares (does not copy) the weights of a transformers *ForCausalLM.
+
+    Built on the meta device and then pointed at the transformers tensors, so exporting a
+    real-size model needs no second copy of its weights in memory.
+    """
     spec = DecoderSpec.from_hf_config(family, hf_causal_lm.config)
-    dec = ExportDecoder(spec)
-    mapped = _map_state_dict(spec, hf_causal_lm.state_dict())
-    missing, unexpected = dec.load_state_dict(mapped, strict=False)
+    dec = ExportDecoder(spec, device="meta")
+    mapped = _map_state_dict(spec, hf_causal_lm.state_dict(keep_vars=True))
+    expected = {name for name, _ in dec.named_parameters()}
+    missing, unexpected = sorted(expected - set(mapped)), sorted(set(mapped) - expected)
     if missing or unexpected:
         raise ValueError(f"{family}: weights do not match the decoder layout: missing {missing}, unexpected {unexpected}")
+    for name, tensor in mapped.items():
+        owner, leaf = dec.get_submodule(name.rsplit(".", 1)[0]), name.rsplit(".", 1)[1]
+        expect = getattr(owner, leaf).shape
+        if tuple(tensor.shape) != tuple(expect):
+            raise ValueError(f"{family}: {name} has shape {tuple(tensor.shape)}, expected {tuple(expect)}")
+        setattr(owner, leaf, tensor if isinstance(tensor, nn.Parameter) else nn.Parameter(tensor, requires_grad=False))
     return dec.eval()

@@ -5,6 +5,7 @@ passed its parity check is renamed into place, so a failed export leaves nothing
 """
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import sys
@@ -20,7 +21,7 @@ from transformers import AutoTokenizer
 
 from . import __version__, manifest as M, onnx_export as X, preprocessing as P, templates as T
 from .model_parts import ExportError, ModelParts, from_checkpoint, from_preset
-from .parity import ParityReport, check_parity
+from .parity import ParityReport, check_parity, compute_reference
 from .presets import get_preset
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -133,7 +134,8 @@ def _adds_bos(tokenizer) -> bool:
     return bool(ids) and tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id
 
 
-def _write_graphs(parts: ModelParts, stage: Path, files: dict, dtype: str, quantize: str | None, progress: Progress):
+def _write_graphs(parts: ModelParts, stage: Path, files: dict, progress: Progress) -> None:
+    """The four graphs in fp32 (precision is converted afterwards, from these files)."""
     progress.step("exporting the vision encoder")
     X.export_vision(parts, stage / files["vision_encoder"])
     progress.step("exporting the connector and token embedding")
@@ -141,26 +143,30 @@ def _write_graphs(parts: ModelParts, stage: Path, files: dict, dtype: str, quant
     X.export_embed_tokens(parts, stage / files["embed_tokens"])
     progress.step("exporting the decoder with KV cache")
     X.export_decoder(parts, stage / files["decoder"])
-    if dtype == "fp16" or quantize:
-        progress.step(f"converting precision ({'int4 weights' if quantize else 'fp16'})")
-        for key in ("vision_encoder", "connector", "embed_tokens", "decoder"):
-            path = stage / files[key]
-            if quantize == "int4":
-                if key in ("decoder", "vision_encoder"):
-                    X.quantize_int4(path)
-            else:
-                X.to_fp16(path)
+
+
+def _convert_precision(stage: Path, files: dict, quantize: str | None) -> None:
+    for key in ("vision_encoder", "connector", "embed_tokens", "decoder"):
+        path = stage / files[key]
+        if quantize == "int4":
+            if key in ("decoder", "vision_encoder"):  # the MatMul-heavy graphs
+                X.quantize_int4(path)
+        else:
+            X.to_fp16(path)
 
 
 def run_export(out: Path, *, preset: str | None = None, checkpoint: Path | None = None, seed: int = 0,
                dtype: str = "fp32", quantize: str | None = None, force: bool = False, quiet: bool = False,
-               name: str | None = None) -> ExportResult:
+               name: str | None = None, keep_parts: bool = True) -> ExportResult:
+    """Exports a preset or checkpoint to `out`. keep_parts=False frees the PyTorch model before
+    the parity check (the command line does, so real-size models fit in memory); the result's
+    `parts` is then None."""
     out = out.resolve()
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; pass --force to replace it")
     if quantize and dtype != "fp32":
         raise ExportError("--quantize int4 keeps fp32 activations; use it with --dtype fp32")
-    progress = Progress(8 if (dtype == "fp16" or quantize) else 7, quiet)
+    progress = Progress(9 if (dtype == "fp16" or quantize) else 8, quiet)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -180,21 +186,31 @@ def run_export(out: Path, *, preset: str | None = None, checkpoint: Path | None 
         progress.step("checking the fast tokenizer against the slow one")
         check_tokenizer(tok_dir, fields)
         files = M.file_names(dtype, quantize)
-        _write_graphs(parts, stage, files, dtype, quantize, progress)
+        proc = P.image_processor(parts)
+        pixels = P.pixel_values(proc, P.parity_image(), parts.pad_to_square)
+        prompt_ids = parity_prompt_ids(fields, tokenizer)
+        progress.step("computing the PyTorch reference (32 greedy steps)")
+        ref = compute_reference(parts, pixels, prompt_ids)
+        _write_graphs(parts, stage, files, progress)
         progress.step("writing tokenizer and manifest")
         for f in TOKENIZER_FILES:
             if (tok_dir / f).exists():
                 shutil.copy(tok_dir / f, stage / f)
-        proc = P.image_processor(parts)
         manifest = build_manifest(parts, name, tokenizer, fields, proc, dtype, quantize, files)
         try:
             M.validate(manifest)
         except ValueError as e:  # a bug of ours or an unusual checkpoint: say which field
             raise ExportError(str(e)) from e
         (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-        progress.step("parity check: onnxruntime against PyTorch (32 greedy steps)")
-        pixels = P.pixel_values(proc, P.parity_image(), parts.pad_to_square)
-        report = check_parity(parts, stage, files, pixels, parity_prompt_ids(fields, tokenizer),
+        num_layers = manifest["text"]["num_layers"]
+        if not keep_parts:  # free the PyTorch weights before onnxruntime loads its copy
+            parts = None
+            gc.collect()
+        if dtype == "fp16" or quantize:
+            progress.step(f"converting precision ({'int4 weights' if quantize else 'fp16'})")
+            _convert_precision(stage, files, quantize)
+        progress.step("parity check: onnxruntime against the PyTorch reference")
+        report = check_parity(ref, stage, files, num_layers, pixels.numpy(), prompt_ids,
                               "int4" if quantize == "int4" else dtype)
         (stage / "parity.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
         if not report.passed:

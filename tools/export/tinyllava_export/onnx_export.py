@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -87,14 +88,45 @@ def save_graph(model: onnx.ModelProto, path: Path) -> None:
         onnx.save_model(model, str(path))
 
 
+def _gather_weights(raw: Path, path: Path) -> None:
+    """Moves torch's export to `path`. Over the inline limit, every large tensor goes into one
+    `<name>_data` file, one tensor at a time: torch writes one file per tensor for models over
+    2 GiB, and loading a real-size graph whole to re-save it would need another copy in memory."""
+    model = onnx.load(str(raw), load_external_data=False)
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    if not external and _weight_bytes(model) <= INLINE_LIMIT:
+        shutil.move(str(raw), str(path))
+        return
+    data = path.with_name(path.name + "_data")
+    with open(data, "wb") as out:
+        for t in model.graph.initializer:
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                info = {e.key: e.value for e in t.external_data}
+                with open(raw.parent / info["location"], "rb") as f:
+                    f.seek(int(info.get("offset", 0)))
+                    blob = f.read(int(info["length"])) if "length" in info else f.read()
+            elif len(t.raw_data) >= 1024:
+                blob = t.raw_data
+            else:
+                continue  # small tensors stay inline
+            offset = out.tell()
+            out.write(blob)
+            t.ClearField("raw_data")
+            del t.external_data[:]
+            t.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", data.name), ("offset", str(offset)), ("length", str(len(blob)))):
+                entry = t.external_data.add()
+                entry.key, entry.value = key, value
+    onnx.save_model(model, str(path))
+
+
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], axes: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp, torch.no_grad():
-        # torch writes one file per tensor for models over 2 GiB; gather them into one.
         raw = Path(tmp) / "model.onnx"
         torch.onnx.export(module, args, str(raw), input_names=inputs, output_names=outputs,
                           dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True)
-        save_graph(onnx.load(str(raw)), path)
+        _gather_weights(raw, path)
     onnx.checker.check_model(str(path))
 
 

@@ -1,7 +1,7 @@
 """The exporter's parity check: the written ONNX graphs, run by onnxruntime, against the PyTorch
 reference (transformers' classes + TinyLLaVA glue) on one image and one prompt.
 
-The ONNX side is teacher-forced with the reference's greedy tokens, so that every step's logits
+The reference is computed first and the PyTorch model can then be freed. The ONNX side is teacher-forced with the reference's greedy tokens, so that every step's logits
 can be compared even after a divergence; "greedy agreement" counts the steps whose ONNX argmax is
 the reference's token.
 """
@@ -92,32 +92,49 @@ class OnnxPackageRunner:
         return out[0][0], grown
 
 
-def check_parity(parts: ModelParts, package_dir: Path, files: dict, pixel_values: torch.Tensor,
-                 prompt_ids: list[int], dtype: str, steps: int = STEPS) -> ParityReport:
-    # Reference (PyTorch, fp32).
-    ref_feats = R.image_features(parts, pixel_values)
-    ref_embeds = parts.connector(ref_feats)
-    n_images = sum(1 for t in prompt_ids if t == R.IMAGE)
-    with torch.no_grad():
-        ref_input = R.splice(parts, prompt_ids, [ref_embeds] * n_images)
-    ref = R.greedy(parts, ref_input, steps)
+@dataclass
+class Reference:
+    """What the PyTorch model computed, kept so the model can be freed before onnxruntime runs
+    (a real-size model and its ONNX copy do not fit in memory together)."""
+    features: np.ndarray
+    embeds: np.ndarray
+    tokens: list[int]
+    logits: list[np.ndarray]
+    input_length: int
 
-    # ONNX Runtime, teacher-forced with the reference tokens.
-    run = OnnxPackageRunner(package_dir, files, parts.llm.config.num_hidden_layers)
-    feats = run.image_features(pixel_values.numpy())
+
+def compute_reference(parts: ModelParts, pixel_values: torch.Tensor, prompt_ids: list[int],
+                      steps: int = STEPS) -> Reference:
+    feats = R.image_features(parts, pixel_values)
+    with torch.no_grad():
+        embeds = parts.connector(feats)
+    n_images = sum(1 for t in prompt_ids if t == R.IMAGE)
+    ref_input = R.splice(parts, prompt_ids, [embeds] * n_images)
+    greedy = R.greedy(parts, ref_input, steps)
+    return Reference(features=feats.numpy(), embeds=embeds.numpy(), tokens=greedy.tokens,
+                     logits=[l.numpy() for l in greedy.logits], input_length=int(ref_input.shape[1]))
+
+
+def check_parity(ref: Reference, package_dir: Path, files: dict, num_layers: int, pixel_values: np.ndarray,
+                 prompt_ids: list[int], dtype: str) -> ParityReport:
+    """Runs the package's graphs teacher-forced with the reference tokens and compares."""
+    steps = len(ref.tokens)
+    n_images = sum(1 for t in prompt_ids if t == R.IMAGE)
+    run = OnnxPackageRunner(package_dir, files, num_layers)
+    feats = run.image_features(pixel_values)
     embeds = run.image_embeds(feats)
     logits, cache = run.step(run.splice(prompt_ids, [embeds] * n_images), [])
     max_diff, agree, first_div = 0.0, 0, None
     for i, ref_tok in enumerate(ref.tokens):
-        max_diff = max(max_diff, float(np.abs(logits - ref.logits[i].numpy()).max()))
+        max_diff = max(max_diff, float(np.abs(logits - ref.logits[i]).max()))
         if int(np.argmax(logits)) == ref_tok:
             agree += 1
         elif first_div is None:
             first_div = i
-        if i + 1 < len(ref.tokens):
+        if i + 1 < steps:
             tok_embed = run.embed.run(None, {"input_ids": np.array([[ref_tok]], dtype=np.int64)})[0]
             logits, cache = run.step(tok_embed, cache)
-    max_ref = float(max(l.abs().max() for l in ref.logits))
+    max_ref = float(max(np.abs(l).max() for l in ref.logits))
     rel = max_diff / max(max_ref, 1e-12)
     if dtype == "fp32":
         passed = rel <= FP32_REL_TOLERANCE and agree == steps
@@ -130,6 +147,6 @@ def check_parity(parts: ModelParts, package_dir: Path, files: dict, pixel_values
     return ParityReport(
         dtype=dtype, steps=steps, greedy_agreement=agree, first_divergence=first_div,
         max_abs_logit_diff=max_diff, max_ref_logit=max_ref, rel_logit_diff=rel,
-        image_features_max_diff=float(np.abs(feats - ref_feats.numpy()).max()),
-        image_embeds_max_diff=float(np.abs(embeds - ref_embeds.detach().numpy()).max()),
-        prompt_length=int(ref_input.shape[1]), passed=passed, verdict=verdict)
+        image_features_max_diff=float(np.abs(feats - ref.features).max()),
+        image_embeds_max_diff=float(np.abs(embeds - ref.embeds).max()),
+        prompt_length=ref.input_length, passed=passed, verdict=verdict)
