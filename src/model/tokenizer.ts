@@ -1,0 +1,80 @@
+// The package's tokenizer: HF's `tokenizers` (the same Rust code transformers' fast tokenizers
+// run) through its npm binding, plus the per-token byte table for streaming (token-bytes.ts).
+// encode/decode are asynchronous because the binding runs them off the event loop.
+
+import { Tokenizer } from 'tokenizers';
+import { DecodeStream, type DecodeStreamOptions } from './decode-stream.js';
+import { PackageError } from './errors.js';
+import { readTokenByteTable, type TokenByteTable } from './token-bytes.js';
+
+export { DecodeStream, type DecodeStreamOptions } from './decode-stream.js';
+
+const EMPTY = new Uint8Array(0);
+
+export class TextTokenizer {
+  private constructor(
+    private readonly tokenizer: Tokenizer,
+    private readonly table: TokenByteTable,
+  ) {}
+
+  /** Loads tokenizer.json; `label` names the file in errors (default: its path). */
+  static async load(file: string, label = file): Promise<TextTokenizer> {
+    let tokenizer: Tokenizer;
+    let table: TokenByteTable;
+    try {
+      tokenizer = Tokenizer.fromFile(file);
+      table = await readTokenByteTable(file, label);
+    } catch (err) {
+      if (err instanceof PackageError) throw err;
+      throw new PackageError(label, `cannot be loaded as a tokenizer: ${(err as Error).message}`);
+    }
+    return new TextTokenizer(tokenizer, table);
+  }
+
+  /** Token ids of `text`; with special tokens, as HF's `tokenizer(text).input_ids` (BOS etc.). */
+  async encode(text: string, addSpecialTokens = true): Promise<number[]> {
+    const encoding = await this.tokenizer.encode(text, null, { addSpecialTokens });
+    return encoding.getIds();
+  }
+
+  /** HF's `tokenizer.decode(ids, skip_special_tokens)`. */
+  decode(ids: number[], skipSpecialTokens = false): Promise<string> {
+    return this.tokenizer.decode(ids, skipSpecialTokens);
+  }
+
+  /** The vocabulary string of `id` (e.g. "Ġthe", "▁the", "<0x0A>"), or null. */
+  idToToken(id: number): string | null {
+    return this.tokenizer.idToToken(id);
+  }
+
+  tokenToId(token: string): number | null {
+    return this.tokenizer.tokenToId(token);
+  }
+
+  /**
+   * The UTF-8 bytes `id` contributes to decoded text (may be part of a character); empty for
+   * an id the tokenizer does not know (decode() skips those). Shared: do not modify.
+   */
+  tokenBytes(id: number): Uint8Array {
+    return this.table.bytes[id] ?? EMPTY;
+  }
+
+  isSpecial(id: number): boolean {
+    return this.table.specialIds.has(id);
+  }
+
+  /** Ids tokenizer.json marks special (BOS, EOS, pad, chat markers, ...). */
+  get specialTokenIds(): ReadonlySet<number> {
+    return this.table.specialIds;
+  }
+
+  /** Number of token ids, added tokens included. */
+  get vocabSize(): number {
+    return this.table.bytes.length;
+  }
+
+  /** A fresh incremental detokeniser for one generated sequence. */
+  createDecodeStream(options?: DecodeStreamOptions): DecodeStream {
+    return new DecodeStream(this.table, options);
+  }
+}
