@@ -6,4 +6,5 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash tools/setup-python.sh
 npm run --silent build
 .venv/bin/python -m pytest -q test/export
-node --test --test-concurrency=1 "dist/test/**/*.test.js"
+shopt -s globstar  # node 20's test runner does not expand globs itself
+node --test --test-concurrency=1 dist/test/**/*.test.js
