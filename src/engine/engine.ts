@@ -1,0 +1,213 @@
+// createEngine: the Engine of src/engine/types.ts over a model package.
+//
+// generate() prepares the prompt (tokens, images -> embeddings) on the caller's time, then hands
+// the sequence to the one scheduler loop and streams its events. Sessions load in the
+// background: the engine exists (and the HTTP layer can answer /health) before they are ready.
+
+import { totalmem } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { ModelRunner, type RunnerOptions } from '../runtime/model-runner.js';
+import type { KvCacheUsage } from '../runtime/kv-cache.js';
+import { EngineError, toEngineError } from './errors.js';
+import { loadModelPort } from './model-adapter.js';
+import type { ModelPort } from './model-port.js';
+import { preparePrompt } from './prepare.js';
+import { Scheduler } from './scheduler.js';
+import { Sequence } from './sequence.js';
+import type { Engine, GenerationEvent, GenerationRequest, ModelInfo } from './types.js';
+
+export interface EngineOptions {
+  /** The served model name (default: the package's name). */
+  modelId?: string;
+  executionProvider?: 'cpu' | 'cuda';
+  cudaFallbackToCpu?: boolean;
+  deviceId?: number;
+  intraOpNumThreads?: number;
+  visionIntraOpNumThreads?: number;
+  separateVisionWorker?: boolean;
+  /** KV cache capacity (default: enough for maxBatchSize full contexts, at most a quarter of RAM). */
+  kvCacheBytes?: number;
+  maxBatchSize?: number; // default 8
+  maxWaiting?: number; // default 64
+  prefillChunkTokens?: number; // default 512
+  maxImagesPerRequest?: number; // default 4
+  /** Largest input image, width x height, refused before decoding (default 40 megapixels). */
+  maxImagePixels?: number;
+  /** Run one tiny step through every graph before ready() resolves (default true). */
+  warmup?: boolean;
+}
+
+export interface EngineStats {
+  running: number;
+  waiting: number;
+  kvCache: KvCacheUsage | null;
+  /** Decoder calls so far and the rows they carried. */
+  steps: Scheduler['counters'];
+}
+
+export interface LoadedEngine extends Engine {
+  stats(): EngineStats;
+  /** How the sessions run, once ready (e.g. 'cpu', or 'cpu (CUDA unavailable: ...)'). */
+  readonly executionProvider: string | null;
+}
+
+export async function createEngine(packageDir: string, options: EngineOptions = {}): Promise<LoadedEngine> {
+  return createEngineFromPort(await loadModelPort(packageDir, { maxImagePixels: options.maxImagePixels ?? 40_000_000 }), options);
+}
+
+/** An engine over an already loaded model (tests substitute parts of the model this way). */
+export function createEngineFromPort(model: ModelPort, options: EngineOptions = {}): LoadedEngine {
+  return new VlmEngine(model, options);
+}
+
+class VlmEngine implements LoadedEngine {
+  readonly model: ModelInfo;
+  private readonly port: ModelPort;
+  private readonly options: EngineOptions;
+  private readonly loading: Promise<{ runner: ModelRunner; scheduler: Scheduler }>;
+  private loaded: { runner: ModelRunner; scheduler: Scheduler } | null = null;
+  private closing = false;
+  private nextSeqId = 1;
+  executionProvider: string | null = null;
+
+  constructor(port: ModelPort, options: EngineOptions) {
+    this.port = port;
+    this.options = options;
+    this.model = { id: options.modelId ?? port.name, maxContext: port.maxContext, numImageTokens: port.numImageTokens };
+    this.loading = this.load();
+    this.loading.catch(() => undefined); // reported by ready() and generate()
+  }
+
+  private async load(): Promise<{ runner: ModelRunner; scheduler: Scheduler }> {
+    const o = this.options;
+    const t = this.port.text;
+    const maxBatchSize = o.maxBatchSize ?? 8;
+    const bytesPerPosition = 2 * t.numLayers * t.numKvHeads * t.headDim * 4;
+    const kvCacheBytes =
+      o.kvCacheBytes ??
+      Math.max(this.port.maxContext * bytesPerPosition, Math.min(maxBatchSize * this.port.maxContext * bytesPerPosition, totalmem() / 4));
+    const runnerOptions: RunnerOptions = {
+      graphs: this.port.graphs,
+      decoder: t,
+      kvCacheBytes,
+      imagePreprocessing: this.port.imagePreprocessing,
+      executionProvider: o.executionProvider,
+      cudaFallbackToCpu: o.cudaFallbackToCpu,
+      deviceId: o.deviceId,
+      intraOpNumThreads: o.intraOpNumThreads,
+      visionIntraOpNumThreads: o.visionIntraOpNumThreads,
+      separateVisionWorker: o.separateVisionWorker,
+    };
+    let runner: ModelRunner;
+    try {
+      runner = await ModelRunner.start(runnerOptions);
+    } catch (err) {
+      throw new EngineError('model_error', (err as Error).message, { cause: err });
+    }
+    this.executionProvider = runner.fallbackReason ? `cpu (CUDA unavailable: ${runner.fallbackReason})` : runner.executionProvider;
+    if (o.warmup ?? true) {
+      try {
+        await this.warmup(runner);
+      } catch (err) {
+        await runner.close();
+        throw new EngineError('model_error', `warm-up failed: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    const scheduler = new Scheduler(runner, {
+      maxBatchSize,
+      maxWaiting: o.maxWaiting ?? 64,
+      prefillChunkTokens: o.prefillChunkTokens ?? 512,
+    });
+    this.loaded = { runner, scheduler };
+    return this.loaded;
+  }
+
+  /** One pass through every graph, so that the first request does not pay ORT's first-run costs. */
+  private async warmup(runner: ModelRunner): Promise<void> {
+    const gray = { width: 64, height: 48, data: new Uint8Array(64 * 48 * 3).fill(128) };
+    const image = await runner.encodeImages([gray]);
+    const seqId = 0; // request ids start at 1
+    await runner.allocate(seqId, 2);
+    try {
+      await runner.step([{ seqId, embeds: (image.embeds.data as Float32Array).slice(0, this.port.text.hiddenSize) }]);
+      await runner.step([{ seqId, ids: Int32Array.of(0) }]);
+    } finally {
+      await runner.free(seqId);
+    }
+  }
+
+  async ready(): Promise<void> {
+    await this.loading;
+  }
+
+  stats(): EngineStats {
+    const s = this.loaded?.scheduler;
+    return {
+      running: s?.numRunning ?? 0,
+      waiting: s?.numWaiting ?? 0,
+      kvCache: s?.kvCacheUsage ?? null,
+      steps: { ...(s?.counters ?? { prefillSteps: 0, prefillRows: 0, decodeSteps: 0, decodeRows: 0 }) },
+    };
+  }
+
+  async *generate(request: GenerationRequest, signal?: AbortSignal): AsyncIterable<GenerationEvent> {
+    const arrival = performance.now();
+    if (this.closing) throw new EngineError('shutting_down', 'the engine is shutting down');
+    if (request.maxTokens !== null && !(Number.isInteger(request.maxTokens) && request.maxTokens >= 1)) {
+      throw new EngineError('invalid_request', `max_tokens must be a positive integer, got ${request.maxTokens}`, { param: 'max_tokens' });
+    }
+    const { runner, scheduler } = await this.loading;
+    signal?.throwIfAborted();
+
+    let seq: Sequence;
+    try {
+      const prompt = await preparePrompt(
+        request.messages,
+        this.port,
+        runner,
+        { maxImages: this.options.maxImagesPerRequest ?? 4 },
+        signal,
+      );
+      if (request.maxTokens !== null && prompt.length + request.maxTokens > this.port.maxContext) {
+        throw new EngineError(
+          'context_length_exceeded',
+          `prompt (${prompt.length} tokens) + max_tokens (${request.maxTokens}) = ${prompt.length + request.maxTokens} ` +
+            `exceeds the model's context of ${this.port.maxContext}`,
+          { param: 'max_tokens' },
+        );
+      }
+      seq = new Sequence(this.nextSeqId++, request, prompt, this.port, arrival);
+    } catch (err) {
+      if (signal?.aborted) throw new EngineError('cancelled', 'the request was cancelled', { cause: err });
+      throw toEngineError(err);
+    }
+
+    // Cancellation and deadline mark the sequence; the scheduler finishes it before its next step.
+    const stop = (reason: 'cancelled' | 'deadline'): void => {
+      seq.stopRequested ??= reason;
+      scheduler.notify();
+    };
+    const onAbort = (): void => stop('cancelled');
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const deadline =
+      request.deadlineMs === null ? null : setTimeout(() => stop('deadline'), Math.max(0, request.deadlineMs - Date.now()));
+    try {
+      scheduler.submit(seq);
+      yield* seq.events;
+    } finally {
+      // Also runs when the caller stops iterating early: that cancels the sequence.
+      signal?.removeEventListener('abort', onAbort);
+      if (deadline) clearTimeout(deadline);
+      if (seq.state !== 'finished') stop('cancelled');
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    const loaded = await this.loading.catch(() => null);
+    if (!loaded) return;
+    await loaded.scheduler.close();
+    await loaded.runner.close();
+  }
+}

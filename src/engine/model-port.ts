@@ -1,0 +1,46 @@
+// What the engine needs from the model layer (src/model/), in one narrow interface, so that the
+// generation loop does not depend on how packages, tokenizers, templates and images are handled,
+// and tests can substitute a part (e.g. the stop tokens).
+
+import type { ImagePreprocessing, RgbImage } from '../model/index.js';
+import type { GraphName } from '../runtime/worker-protocol.js';
+import type { ChatMessage } from './types.js';
+
+/** Marks an image position in prompt ids, as in the golden files (LLaVA's IMAGE_TOKEN_INDEX). */
+export const IMAGE_MARKER = -200;
+
+export interface EncodedPrompt {
+  /** Text token ids with one IMAGE_MARKER where each image's embeddings go. */
+  ids: number[];
+  /** The images' encoded bytes, in the order of their markers. */
+  images: Uint8Array[];
+}
+
+/** Incremental detokenization of one generated sequence: complete characters only. */
+export interface Detokenizer {
+  /** The text `id` completes ('' while a character is still partial). */
+  push(id: number): string;
+  /** What is left at the end (an incomplete character becomes U+FFFD). */
+  flush(): string;
+}
+
+export interface ModelPort {
+  readonly name: string;
+  readonly maxContext: number;
+  /** Absolute paths of the four graphs. */
+  readonly graphs: Record<GraphName, string>;
+  readonly text: { numLayers: number; hiddenSize: number; numKvHeads: number; headDim: number; vocabSize: number };
+  readonly numImageTokens: number;
+  readonly imagePreprocessing: ImagePreprocessing;
+  /** Tokens that end generation (EOS and the template's stop tokens). */
+  readonly stopTokenIds: readonly number[];
+
+  /** Renders the conversation with the package's template and tokenizes it (ending with the generation prompt). */
+  encodeMessages(messages: ChatMessage[]): Promise<EncodedPrompt>;
+  /** Decodes encoded image bytes to RGB as the reference does; rejects with an `invalid_image` EngineError. */
+  decodeImage(bytes: Uint8Array): Promise<RgbImage>;
+  /** A fresh detokenizer for one generated sequence; special tokens produce no text. */
+  createDetokenizer(): Detokenizer;
+  /** The raw bytes one token stands for (may be part of a UTF-8 sequence), for logprobs. */
+  tokenBytes(id: number): number[];
+}

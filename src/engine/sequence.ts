@@ -1,0 +1,187 @@
+// One request's generation state, from admission to `done`: its prefill embeddings, sampler,
+// detokenizer and stop matcher, and the events it streams. The scheduler drives it; everything
+// that turns a row of logits into text and events happens in `accept`.
+//
+// Leading whitespace of the answer is dropped: the templates end with "ASSISTANT:" and the
+// model's first token usually carries the separating space (" The"), which is the template's,
+// not the answer's. TinyLLaVA_Factory's own CLI strips its output the same way.
+
+import { performance } from 'node:perf_hooks';
+import { EventChannel } from './event-channel.js';
+import { logprobsOf } from './logprobs.js';
+import type { Detokenizer, ModelPort } from './model-port.js';
+import { Sampler } from './sampler.js';
+import { StopStringMatcher } from './stop-strings.js';
+import type { FinishReason, GenerationEvent, GenerationRequest, GenerationTimings, TokenLogprob } from './types.js';
+
+export type SequenceState = 'waiting' | 'prefill' | 'decode' | 'finished';
+
+export interface PreparedPrompt {
+  /** [length, D] the prompt's embeddings, images spliced in. */
+  embeds: Float32Array;
+  length: number;
+  /** Text token ids (image markers included), for penalties and detokenizer context. */
+  ids: number[];
+  imageTokens: number;
+  timings: { imagePreprocess: number; visionEncoder: number };
+}
+
+export class Sequence {
+  readonly seqId: number;
+  readonly request: GenerationRequest;
+  readonly events = new EventChannel<GenerationEvent>();
+  readonly prompt: PreparedPrompt;
+  /** Most tokens this request may generate: min(max_tokens, context left). */
+  readonly maxNewTokens: number;
+  state: SequenceState = 'waiting';
+  /** Prompt positions already sent to the decoder. */
+  prefilled = 0;
+  readonly generated: number[] = [];
+  /** Set when the caller aborted or the deadline passed; the scheduler finishes it before the next step. */
+  stopRequested: FinishReason | null = null;
+
+  private readonly model: ModelPort;
+  private readonly stopTokens: Set<number>;
+  private readonly sampler: Sampler;
+  private readonly detokenizer: Detokenizer;
+  private readonly stops: StopStringMatcher;
+  private pendingIds: number[] = [];
+  private pendingLogprobs: TokenLogprob[] = [];
+  /** Still before the answer's first visible character (see the header: leading whitespace). */
+  private leading = true;
+  private readonly times: { arrival: number; queued: number; admitted: number; firstToken: number };
+
+  constructor(seqId: number, request: GenerationRequest, prompt: PreparedPrompt, model: ModelPort, arrival: number) {
+    this.seqId = seqId;
+    this.request = request;
+    this.prompt = prompt;
+    this.model = model;
+    this.maxNewTokens = Math.min(request.maxTokens ?? Infinity, model.maxContext - prompt.length);
+    this.stopTokens = new Set(model.stopTokenIds);
+    const textIds = prompt.ids.filter((id) => id >= 0);
+    this.sampler = new Sampler(request.sampling, textIds);
+    this.detokenizer = model.createDetokenizer();
+    this.stops = new StopStringMatcher(request.stop);
+    this.times = { arrival, queued: performance.now(), admitted: 0, firstToken: 0 };
+  }
+
+  /** Positions this sequence may occupy in the KV cache (the last token is never fed back). */
+  get maxPositions(): number {
+    return this.prompt.length + this.maxNewTokens;
+  }
+
+  get lastToken(): number {
+    return this.generated[this.generated.length - 1];
+  }
+
+  markAdmitted(now: number): void {
+    this.state = 'prefill';
+    this.times.admitted = now;
+  }
+
+  /** Takes the next prompt chunk of at most `n` positions (a fresh copy: it is transferred). */
+  takePrefillChunk(n: number): Float32Array {
+    const D = this.prompt.embeds.length / this.prompt.length;
+    const chunk = this.prompt.embeds.slice(this.prefilled * D, (this.prefilled + n) * D);
+    this.prefilled += n;
+    return chunk;
+  }
+
+  get prefillRemaining(): number {
+    return this.prompt.length - this.prefilled;
+  }
+
+  /** Turns one row of logits into the next token, text and events; returns true when finished. */
+  accept(logits: Float32Array, now: number): boolean {
+    // 1. choose the token
+    const token = this.sampler.sample(logits);
+    this.generated.push(token);
+    if (this.generated.length === 1) this.times.firstToken = now;
+    this.state = 'decode';
+
+    // 2. EOS ends generation; it is counted but has no text, id or logprob in the stream
+    if (this.stopTokens.has(token) && !this.request.ignoreEos) return this.finish('stop', now);
+    this.pendingIds.push(token);
+    if (this.request.logprobs !== null) this.pendingLogprobs.push(this.tokenLogprob(logits, token));
+
+    // 3. text: complete characters only, held back while it may start a stop string
+    let text = this.detokenizer.push(token);
+    if (this.leading) {
+      text = text.trimStart();
+      if (text.length > 0) this.leading = false;
+    }
+    const r = this.stops.push(text);
+    if (r.stopped) return this.finish('stop', now, r.text);
+    if (r.text.length > 0) this.emit(r.text);
+
+    // 4. length limit
+    if (this.generated.length >= this.maxNewTokens) return this.finish('length', now);
+    return false;
+  }
+
+  /**
+   * Ends the stream with a last delta (the text still held back, or, after a stop string, the
+   * text before it) and `done`. Every generated token but a final EOS is in exactly one delta.
+   * Returns true, so that `accept` can `return this.finish(...)`.
+   */
+  finish(reason: FinishReason, now: number, beforeStopString?: string): boolean {
+    if (this.state === 'finished') return true;
+    this.state = 'finished';
+    let rest = beforeStopString;
+    if (rest === undefined) {
+      let tail = this.detokenizer.flush();
+      if (this.leading) tail = tail.trimStart();
+      const r = this.stops.push(tail);
+      rest = r.text + (r.stopped ? '' : this.stops.flush());
+    }
+    if (rest.length > 0 || this.pendingIds.length > 0) this.emit(rest);
+    const t = this.times;
+    const since = (a: number, b: number): number => (a > 0 && b >= a ? (b - a) / 1000 : 0);
+    const timings: GenerationTimings = {
+      ...this.prompt.timings,
+      queue: since(t.queued, t.admitted || now),
+      prefill: since(t.admitted, t.firstToken),
+      decode: since(t.firstToken, now),
+      firstToken: since(t.arrival, t.firstToken),
+    };
+    this.events.push({
+      type: 'done',
+      finishReason: reason,
+      usage: {
+        promptTokens: this.prompt.length,
+        completionTokens: this.generated.length,
+        imageTokens: this.prompt.imageTokens,
+      },
+      timings,
+    });
+    this.events.close();
+    return true;
+  }
+
+  /** Fails the stream with an error instead of `done`. */
+  fail(error: unknown): void {
+    this.state = 'finished';
+    this.events.fail(error);
+  }
+
+  private emit(text: string): void {
+    const event: GenerationEvent = { type: 'delta', text, tokenIds: this.pendingIds };
+    if (this.request.logprobs !== null) event.logprobs = this.pendingLogprobs;
+    this.events.push(event);
+    this.pendingIds = [];
+    this.pendingLogprobs = [];
+  }
+
+  private tokenLogprob(logits: Float32Array, token: number): TokenLogprob {
+    const r = logprobsOf(logits, token, this.request.logprobs ?? 0);
+    const describe = (id: number): { token: string; bytes: number[] } => {
+      const bytes = this.model.tokenBytes(id);
+      return { token: Buffer.from(bytes).toString('utf8'), bytes };
+    };
+    return {
+      ...describe(token),
+      logprob: r.chosen.logprob,
+      top: r.top.map((t) => ({ ...describe(t.id), logprob: t.logprob })),
+    };
+  }
+}

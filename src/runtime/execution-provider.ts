@@ -1,0 +1,34 @@
+// Resolves the configured execution provider before any worker starts. onnxruntime-node ships
+// only the CPU provider; CUDA needs libonnxruntime_providers_cuda.so next to the binding, and a
+// missing library makes session creation throw an opaque error. So check the file here and
+// either fail with a message that says what to install, or fall back to CPU when configured to.
+
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+
+export type ExecutionProvider = 'cpu' | 'cuda';
+
+export interface ProviderChoice {
+  provider: ExecutionProvider;
+  /** Set when CUDA was asked for and CPU is used instead. */
+  fallbackReason: string | null;
+}
+
+export function cudaProviderLibrary(): string {
+  const pkg = createRequire(import.meta.url).resolve('onnxruntime-node/package.json');
+  const arch = process.arch === 'arm64' ? 'arm64' : 'x64';
+  return join(dirname(pkg), 'bin', 'napi-v6', process.platform, arch, 'libonnxruntime_providers_cuda.so');
+}
+
+export function resolveExecutionProvider(wanted: ExecutionProvider, fallbackToCpu: boolean): ProviderChoice {
+  if (wanted === 'cpu') return { provider: 'cpu', fallbackReason: null };
+  const lib = cudaProviderLibrary();
+  if (existsSync(lib)) return { provider: 'cuda', fallbackReason: null };
+  const why =
+    `the CUDA execution provider needs ${lib}, which is missing: install onnxruntime-node ` +
+    `without ONNXRUNTIME_NODE_INSTALL=skip on a machine that can reach NuGet, or copy the GPU ` +
+    `provider libraries (libonnxruntime_providers_{shared,cuda}.so) there`;
+  if (fallbackToCpu) return { provider: 'cpu', fallbackReason: why };
+  throw new Error(why);
+}

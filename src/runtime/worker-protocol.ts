@@ -1,0 +1,102 @@
+// The one message protocol between the main thread (model-runner.ts) and a model worker
+// (worker.ts). Typed arrays travel as transferables: moved, not copied.
+
+import type { ImagePreprocessing, RgbImage } from '../model/index.js';
+import type { KvCacheUsage } from './kv-cache.js';
+import type { TensorData } from './batch-step.js';
+
+export type GraphName = 'vision_encoder' | 'connector' | 'embed_tokens' | 'decoder';
+
+export interface SessionSettings {
+  executionProvider: 'cpu' | 'cuda';
+  deviceId: number;
+  intraOpNumThreads: number; // 0: ORT's default (one per core)
+  /** false when several workers share the cores: idle ORT threads then sleep instead of spinning. */
+  allowSpinning: boolean;
+  graphOptimizationLevel: 'disabled' | 'basic' | 'extended' | 'all';
+}
+
+/** What the text worker needs to run decoder steps and own the KV cache. */
+export interface DecoderSettings {
+  numLayers: number;
+  numKvHeads: number;
+  headDim: number;
+  hiddenSize: number;
+  vocabSize: number;
+  kvCacheBytes: number;
+}
+
+export interface WorkerInit {
+  /** Absolute paths of the graphs this worker loads. */
+  graphs: Partial<Record<GraphName, string>>;
+  session: SessionSettings;
+  /** Present when the worker loads the decoder (it then also needs embed_tokens). */
+  decoder?: DecoderSettings;
+  /** Present when the worker loads the vision graphs: it resizes and normalises images itself. */
+  imagePreprocessing?: ImagePreprocessing;
+}
+
+/** One row of a decoder step: new token ids (embedded in the worker) or ready embeddings. */
+export interface StepRowRequest {
+  seqId: number;
+  ids?: Int32Array;
+  /** [count, D]; when present, `count` positions of ready embeddings (prefill with images). */
+  embeds?: Float32Array;
+}
+
+export type WorkerRequest =
+  | { id: number; op: 'run'; graph: GraphName; feeds: Record<string, TensorData> }
+  | { id: number; op: 'encode_images'; images: RgbImage[] }
+  | { id: number; op: 'allocate'; seqId: number; maxPositions: number }
+  | { id: number; op: 'free'; seqId: number }
+  | { id: number; op: 'step'; rows: StepRowRequest[] }
+  | { id: number; op: 'usage' }
+  | { id: number; op: 'close' };
+
+export interface StepResult {
+  /** [B, V] the last real position's logits of each row, in request order. */
+  logits: Float32Array;
+  vocabSize: number;
+  usage: KvCacheUsage;
+}
+
+export interface EncodedImages {
+  /** [B, N, D] connector outputs, one row per image in request order. */
+  embeds: TensorData;
+  /** Seconds spent resizing/normalising and in vision_encoder + connector. */
+  preprocessSeconds: number;
+  visionSeconds: number;
+}
+
+export type WorkerResult = Record<string, TensorData> | StepResult | EncodedImages | KvCacheUsage | null;
+
+export interface WorkerErrorInfo {
+  name: string;
+  message: string;
+}
+
+export type WorkerResponse =
+  | { id: number; ok: true; result: WorkerResult }
+  | { id: number; ok: false; error: WorkerErrorInfo };
+
+/** Sent once after init: the loaded graphs' I/O names, or why loading failed. */
+export type WorkerHello =
+  | { type: 'ready'; io: Partial<Record<GraphName, { inputs: string[]; outputs: string[] }>> }
+  | { type: 'failed'; error: WorkerErrorInfo };
+
+/**
+ * The buffers of typed arrays found in a message, for postMessage's transfer list. Only views
+ * that span their whole buffer: moving a buffer that other views share (a Buffer pool slab, a
+ * larger array a chunk was cut from) would detach them too, so those are copied instead.
+ */
+export function transferables(value: unknown, out: Set<ArrayBuffer> = new Set()): ArrayBuffer[] {
+  if (ArrayBuffer.isView(value)) {
+    const whole = value.byteOffset === 0 && value.byteLength === value.buffer.byteLength;
+    if (value.buffer instanceof ArrayBuffer && whole) out.add(value.buffer);
+  } else if (Array.isArray(value)) {
+    for (const v of value) transferables(v, out);
+  } else if (value !== null && typeof value === 'object') {
+    for (const v of Object.values(value)) transferables(v, out);
+  }
+  return [...out];
+}
