@@ -134,11 +134,30 @@ def _rotate_half(x):
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+class _Linear(nn.Module):
+    """y = x @ W^T + b with W^T kept as the parameter (`weight_t`, [in, out]).
+
+    nn.Linear exports as MatMul over a transposed copy of W that torch's constant folding makes
+    at export time: one more copy of every weight in memory, which a 3B model cannot afford on a
+    24 GB machine. Here `weight_t` is a transposed *view* of transformers' weight, written out
+    one tensor at a time, and the graph multiplies by it directly.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, device=None):
+        super().__init__()
+        self.weight_t = nn.Parameter(torch.empty(in_features, out_features, device=device))
+        self.bias = nn.Parameter(torch.empty(out_features, device=device)) if bias else None
+
+    def forward(self, x):
+        y = torch.matmul(x, self.weight_t)
+        return y + self.bias if self.bias is not None else y
+
+
 class _Layer(nn.Module):
     def __init__(self, s: DecoderSpec, device=None):
         super().__init__()
         self.s = s
-        lin = lambda i, o, bias: nn.Linear(i, o, bias=bias, device=device)  # noqa: E731
+        lin = lambda i, o, bias: _Linear(i, o, bias, device)  # noqa: E731
         self.input_norm = _Norm(s.norm, s.hidden_size, s.norm_eps, device)
         self.post_norm = None if s.parallel_residual else _Norm(s.norm, s.hidden_size, s.norm_eps, device)
         self.q = lin(s.hidden_size, s.num_heads * s.head_dim, s.qkv_bias)
@@ -204,7 +223,7 @@ class ExportDecoder(nn.Module):
         self.spec = spec
         self.layers = nn.ModuleList(_Layer(spec, device) for _ in range(spec.num_layers))
         self.final_norm = _Norm(spec.norm, spec.hidden_size, spec.norm_eps, device)
-        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=spec.lm_head_bias, device=device)
+        self.lm_head = _Linear(spec.hidden_size, spec.vocab_size, spec.lm_head_bias, device)
         self.register_buffer("inv_freq", _inv_freq(spec), persistent=False)
 
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
@@ -256,14 +275,16 @@ def _map_state_dict(spec: DecoderSpec, sd: dict) -> dict:
         for a, b in names.items():
             for leaf in ("weight", "bias"):
                 if src + a + "." + leaf in sd:
-                    out[dst + b + "." + leaf] = sd[src + a + "." + leaf]
+                    t = sd[src + a + "." + leaf]
+                    is_linear = leaf == "weight" and not a.endswith("layernorm")
+                    out[dst + b + "." + ("weight_t" if is_linear else leaf)] = t.t() if is_linear else t
     for leaf in ("weight", "bias"):
         if f"{prefix}{final}.{leaf}" in sd:
             out[f"final_norm.{leaf}"] = sd[f"{prefix}{final}.{leaf}"]
     if spec.tie_embeddings or "lm_head.weight" not in sd:
-        out["lm_head.weight"] = sd[f"{prefix}embed_tokens.weight"]
+        out["lm_head.weight_t"] = sd[f"{prefix}embed_tokens.weight"].t()
     else:
-        out["lm_head.weight"] = sd["lm_head.weight"]
+        out["lm_head.weight_t"] = sd["lm_head.weight"].t()
     if spec.lm_head_bias:
         out["lm_head.bias"] = sd["lm_head.bias"]
     return out
@@ -287,5 +308,6 @@ def build_export_decoder(family: str, hf_causal_lm) -> ExportDecoder:
         expect = getattr(owner, leaf).shape
         if tuple(tensor.shape) != tuple(expect):
             raise ValueError(f"{family}: {name} has shape {tuple(tensor.shape)}, expected {tuple(expect)}")
-        setattr(owner, leaf, tensor if isinstance(tensor, nn.Parameter) else nn.Parameter(tensor, requires_grad=False))
+        # A view (weight_t) or the tensor itself: either way no copy of the weights.
+        setattr(owner, leaf, nn.Parameter(tensor.detach(), requires_grad=False))
     return dec.eval()
