@@ -1,0 +1,134 @@
+// Prometheus metrics: vLLM's names under the prefix `tinyllava_`, plus the parts of the time to
+// first token that only a vision-language server has (image decode + preprocessing, vision
+// encoder), images processed, and errors by type. One registry per app, so that tests (and
+// several apps in one process) never share counters.
+//
+// The running/waiting/KV-cache gauges are read from the engine's optional `stats()` when
+// /metrics is scraped; an engine without it reports them as 0.
+
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Engine, GenerationEvent } from '../engine/types.js';
+
+export const PREFIX = 'tinyllava_';
+
+/** What the gauges need from the engine; the engine may offer it as `stats()`. */
+export interface EngineStats {
+  running: number;
+  waiting: number;
+  kvCache: { usedBytes: number; reservedBytes: number; capacityBytes: number } | null;
+}
+
+type StatsEngine = Engine & { stats?: () => EngineStats };
+
+// Seconds: from a tiny model's milliseconds to a 3B model's minutes on CPU.
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640];
+const TOKEN_GAP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5];
+
+type DoneEvent = Extract<GenerationEvent, { type: 'done' }>;
+
+export class ApiMetrics {
+  readonly registry = new Registry();
+  private readonly ttft: Histogram;
+  private readonly itl: Histogram;
+  private readonly e2e: Histogram;
+  private readonly queue: Histogram;
+  private readonly prefill: Histogram;
+  private readonly decode: Histogram;
+  private readonly imagePreprocess: Histogram;
+  private readonly visionEncoder: Histogram;
+  private readonly promptTokens: Counter;
+  private readonly generationTokens: Counter;
+  private readonly success: Counter<'finished_reason'>;
+  private readonly images: Counter;
+  private readonly errors: Counter<'type' | 'code'>;
+
+  constructor(engine: () => Engine | null, options: { processMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
+    const stats = (): EngineStats | null => (engine() as StatsEngine | null)?.stats?.() ?? null;
+
+    new Gauge({
+      name: `${PREFIX}num_requests_running`,
+      help: 'Sequences in the running batch.',
+      registers,
+      collect() {
+        this.set(stats()?.running ?? 0);
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}num_requests_waiting`,
+      help: 'Sequences waiting for a batch slot.',
+      registers,
+      collect() {
+        this.set(stats()?.waiting ?? 0);
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}kv_cache_usage_perc`,
+      help: 'Fraction of the KV cache reserved by admitted sequences (0..1); admission stops at 1.',
+      registers,
+      collect() {
+        const kv = stats()?.kvCache;
+        this.set(kv && kv.capacityBytes > 0 ? kv.reservedBytes / kv.capacityBytes : 0);
+      },
+    });
+
+    const histogram = (name: string, help: string, buckets = LATENCY_BUCKETS): Histogram =>
+      new Histogram({ name: `${PREFIX}${name}`, help, buckets, registers });
+    this.ttft = histogram('time_to_first_token_seconds', 'From arrival at the engine to the first generated token.');
+    this.itl = histogram('inter_token_latency_seconds', 'Between streamed tokens, as the API sees them.', TOKEN_GAP_BUCKETS);
+    this.e2e = histogram('e2e_request_latency_seconds', 'From the HTTP request to the last token.');
+    this.queue = histogram('request_queue_time_seconds', 'Waiting for a batch slot (part of the time to first token).');
+    this.prefill = histogram('request_prefill_time_seconds', 'From admission to the first token: the prompt prefill (part of the time to first token).');
+    this.decode = histogram('request_decode_time_seconds', 'From the first token to the last.');
+    this.imagePreprocess = histogram(
+      'request_image_preprocess_time_seconds',
+      'Image decoding, resizing and normalisation of a request (part of the time to first token).',
+    );
+    this.visionEncoder = histogram('request_vision_encoder_time_seconds', 'Vision encoder and connector of a request (part of the time to first token).');
+
+    this.promptTokens = new Counter({ name: `${PREFIX}prompt_tokens_total`, help: 'Prompt positions processed, image tokens included.', registers });
+    this.generationTokens = new Counter({ name: `${PREFIX}generation_tokens_total`, help: 'Tokens generated.', registers });
+    this.success = new Counter({
+      name: `${PREFIX}request_success_total`,
+      help: 'Generations that ended, by finish reason (stop, length, abort: the client went away).',
+      labelNames: ['finished_reason'],
+      registers,
+    });
+    this.images = new Counter({ name: `${PREFIX}images_processed_total`, help: 'Images decoded and encoded.', registers });
+    this.errors = new Counter({
+      name: `${PREFIX}request_errors_total`,
+      help: 'Requests answered with an error (or ended by an error event), by OpenAI error type and code.',
+      labelNames: ['type', 'code'],
+      registers,
+    });
+  }
+
+  /** One choice's generation ended. */
+  generationDone(event: DoneEvent, e2eSeconds: number, imagesPerChoice: number): void {
+    const t = event.timings;
+    this.ttft.observe(t.firstToken);
+    this.e2e.observe(e2eSeconds);
+    this.queue.observe(t.queue);
+    this.prefill.observe(t.prefill);
+    this.decode.observe(t.decode);
+    if (imagesPerChoice > 0) {
+      this.imagePreprocess.observe(t.imagePreprocess);
+      this.visionEncoder.observe(t.visionEncoder);
+      this.images.inc(imagesPerChoice);
+    }
+    this.promptTokens.inc(event.usage.promptTokens);
+    this.generationTokens.inc(event.usage.completionTokens);
+    const reason = event.finishReason === 'cancelled' ? 'abort' : event.finishReason === 'deadline' ? 'length' : event.finishReason;
+    this.success.inc({ finished_reason: reason });
+  }
+
+  /** `tokens` tokens arrived together, `seconds` after the previous ones. */
+  tokensStreamed(seconds: number, tokens: number): void {
+    for (let i = 0; i < tokens; i++) this.itl.observe(seconds / tokens);
+  }
+
+  error(type: string, code: string): void {
+    this.errors.inc({ type, code });
+  }
+}

@@ -1,0 +1,119 @@
+// A chat completion request, already checked against openapi.yaml -> what the engine runs:
+// one GenerationRequest per choice with every default resolved, plus the few wire options the
+// response needs. The rules that a schema cannot say live here (images only in user messages,
+// the image count, fields that only make sense together); each throws a 400 naming the field.
+
+import type { ChatMessage, ContentPart, GenerationRequest } from '../engine/types.js';
+import { ApiError } from './errors.js';
+import { imageFromUrl, type Uploads } from './image-url.js';
+import type { Schemas } from './openapi.js';
+
+export type ChatCompletionRequest = Schemas['ChatCompletionRequest'];
+
+export interface ChatPlan {
+  /** The served model's id, echoed in the response. */
+  model: string;
+  stream: boolean;
+  includeUsage: boolean;
+  logprobs: boolean;
+  /** One request per choice (n), each with its own id and seed. */
+  requests: GenerationRequest[];
+  imageCount: number;
+}
+
+export interface PlanContext {
+  requestId: string;
+  modelId: string;
+  maxImages: number;
+  /** 0: no deadline. */
+  requestTimeoutSeconds: number;
+  /** Files of a multipart request, for upload:// URLs. */
+  uploads?: Uploads;
+  now?: number;
+}
+
+export function planChatCompletion(body: ChatCompletionRequest, ctx: PlanContext): ChatPlan {
+  if (body.model !== undefined && body.model !== ctx.modelId) {
+    throw new ApiError('model_not_found', `model ${JSON.stringify(body.model)} is not served here; this server serves ${JSON.stringify(ctx.modelId)}`, {
+      param: 'model',
+    });
+  }
+  const stream = body.stream ?? false;
+  if (body.stream_options !== undefined && !stream) {
+    throw new ApiError('invalid_request', 'stream_options is only allowed with stream: true', { param: 'stream_options' });
+  }
+  const logprobs = body.logprobs ?? false;
+  if (body.top_logprobs !== undefined && !logprobs) {
+    throw new ApiError('invalid_request', 'top_logprobs needs logprobs: true', { param: 'top_logprobs' });
+  }
+  if (body.max_tokens != null && body.max_completion_tokens != null && body.max_tokens !== body.max_completion_tokens) {
+    throw new ApiError(
+      'invalid_request',
+      `max_tokens (${body.max_tokens}) and max_completion_tokens (${body.max_completion_tokens}) disagree; send one of them`,
+      { param: 'max_completion_tokens' },
+    );
+  }
+
+  const { messages, imageCount } = toMessages(body.messages, ctx);
+  const n = body.n ?? 1;
+  const seed = body.seed ?? null;
+  const deadlineMs = ctx.requestTimeoutSeconds > 0 ? (ctx.now ?? Date.now()) + ctx.requestTimeoutSeconds * 1000 : null;
+  const base: Omit<GenerationRequest, 'id' | 'sampling'> = {
+    messages,
+    maxTokens: body.max_completion_tokens ?? body.max_tokens ?? null,
+    stop: body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : [...body.stop],
+    ignoreEos: body.ignore_eos ?? false,
+    logprobs: logprobs ? (body.top_logprobs ?? 0) : null,
+    deadlineMs,
+  };
+  const requests = Array.from({ length: n }, (_, i): GenerationRequest => ({
+    ...base,
+    id: n === 1 ? ctx.requestId : `${ctx.requestId}/${i}`,
+    sampling: {
+      temperature: body.temperature ?? 1,
+      topP: body.top_p ?? 1,
+      topK: body.top_k === undefined || body.top_k < 0 ? 0 : body.top_k,
+      minP: body.min_p ?? 0,
+      repetitionPenalty: body.repetition_penalty ?? 1,
+      presencePenalty: body.presence_penalty ?? 0,
+      frequencyPenalty: body.frequency_penalty ?? 0,
+      // n answers to one seeded request must differ from each other and stay reproducible.
+      seed: seed === null ? null : seedFor(seed, i),
+    },
+  }));
+  return { model: ctx.modelId, stream, includeUsage: body.stream_options?.include_usage ?? false, logprobs, requests, imageCount };
+}
+
+function seedFor(seed: number, i: number): number {
+  return seed + i <= Number.MAX_SAFE_INTEGER ? seed + i : seed - i;
+}
+
+function toMessages(wire: ChatCompletionRequest['messages'], ctx: PlanContext): { messages: ChatMessage[]; imageCount: number } {
+  let imageCount = 0;
+  const used = new Set<string>();
+  const messages = wire.map((m, i): ChatMessage => {
+    const role = m.role === 'developer' ? 'system' : m.role;
+    if (typeof m.content === 'string') return { role, content: m.content };
+    const content = m.content.map((part, j): ContentPart => {
+      const param = `messages[${i}].content[${j}]`;
+      if (part.type === 'text') return { type: 'text', text: part.text };
+      if (role !== 'user') throw new ApiError('invalid_request', `${param}: images are only allowed in user messages`, { param });
+      if (++imageCount > ctx.maxImages) {
+        throw new ApiError('too_many_images', `at most ${ctx.maxImages} images per request`, { param });
+      }
+      const image = imageFromUrl(part.image_url.url, `${param}.image_url.url`, ctx.uploads);
+      if (image.upload !== null) used.add(image.upload);
+      return { type: 'image', data: image.data };
+    });
+    return { role, content };
+  });
+  const unused = [...(ctx.uploads?.keys() ?? [])].filter((k) => !used.has(k));
+  if (unused.length > 0) {
+    throw new ApiError(
+      'invalid_request',
+      `uploaded file ${JSON.stringify(unused[0])} is not used by any image part; refer to it as upload://${unused[0]}`,
+      { param: unused[0] },
+    );
+  }
+  return { messages, imageCount };
+}

@@ -1,0 +1,107 @@
+// `npm start [-- --flag value ...]`: the OpenAI-compatible server.
+//
+// Order matters: configuration is checked first (exit 2 naming the bad setting), then HTTP
+// listens, then the model loads, so that /health answers and /ready says "loading" meanwhile.
+// SIGTERM/SIGINT drain (src/api/shutdown.ts): /ready turns 503, new generations are refused,
+// in-flight ones get up to DRAIN_TIMEOUT seconds, the rest are cancelled; then the listener and
+// the engine close.
+
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildApp, loggerOptions } from '../api/app.js';
+import type { ServerVersion } from '../api/context.js';
+import { EngineHost } from '../api/engine-host.js';
+import { drainAndClose } from '../api/shutdown.js';
+import { ConfigError, loadConfig, settingsHelp, type Config } from '../config.js';
+import { createEngine, type EngineOptions, type LoadedEngine } from '../engine/engine.js';
+
+function engineOptions(c: Config): EngineOptions {
+  return {
+    modelId: c.servedModelName ?? undefined,
+    executionProvider: c.executionProvider,
+    cudaFallbackToCpu: c.cudaFallbackToCpu,
+    deviceId: c.deviceId,
+    intraOpNumThreads: c.intraOpThreads ?? undefined,
+    visionIntraOpNumThreads: c.visionIntraOpThreads ?? undefined,
+    separateVisionWorker: c.separateVisionWorker,
+    kvCacheBytes: c.kvCacheBytes ?? undefined,
+    maxBatchSize: c.maxBatchSize,
+    maxWaiting: c.maxWaiting,
+    prefillChunkTokens: c.prefillChunkTokens,
+    maxImagesPerRequest: c.maxImages,
+    maxImagePixels: c.maxImagePixels,
+    warmup: c.warmup,
+  };
+}
+
+function packageVersion(): ServerVersion {
+  const path = resolve(dirname(fileURLToPath(import.meta.url)), '../../../package.json');
+  const pkg = JSON.parse(readFileSync(path, 'utf8')) as { name: string; version: string };
+  return { name: pkg.name, version: pkg.version };
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(settingsHelp());
+    return;
+  }
+  let config: Config;
+  try {
+    config = loadConfig(argv);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`tinyllava-serve: ${err.message}`);
+    process.exit(2);
+  }
+
+  const host = new EngineHost();
+  const app = await buildApp({ config, host, version: packageVersion(), logger: loggerOptions(config.logLevel) });
+  const log = app.log;
+  let engine: Promise<LoadedEngine> | null = null;
+
+  let stopping = false;
+  const shutdown = async (signal: string): Promise<void> => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal: exiting without draining');
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ signal, inFlight: host.inFlightCount, drainTimeoutSeconds: config.drainTimeoutSeconds }, 'draining');
+    const result = await drainAndClose(app, host, { drainTimeoutMs: config.drainTimeoutSeconds * 1000 });
+    if (!result.drained) log.warn({ cancelled: result.cancelled }, 'drain timeout: cancelled the requests still running');
+    const loaded = await engine?.catch(() => null);
+    await loaded?.close();
+    log.info('stopped');
+    process.exit(0);
+  };
+  // A second signal of either kind exits at once (shutdown checks `stopping`).
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+
+  await app.listen({ host: config.host, port: config.port });
+  log.info({ ...config, apiKeys: `${config.apiKeys.length} key(s)` }, 'configuration');
+
+  const started = performance.now();
+  engine = createEngine(config.modelDir, engineOptions(config));
+  try {
+    const loaded = await engine;
+    log.info({ model: loaded.model, modelDir: config.modelDir }, 'model package read; loading sessions');
+    await host.attach(loaded);
+    if (stopping) return;
+    const seconds = ((performance.now() - started) / 1000).toFixed(2);
+    log.info({ model: loaded.model.id, executionProvider: loaded.executionProvider, seconds }, 'model ready');
+  } catch (err) {
+    if (stopping) return; // closing the engine while it loaded: shutdown() exits
+    host.fail(err);
+    log.fatal({ err }, 'the model failed to load');
+    await app.close();
+    process.exit(1);
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,361 @@
+// Every server setting in one table: key, default, environment variable, command-line flag,
+// description and parser. `loadConfig` resolves flag > environment > default and fails fast
+// with a message naming the setting; the README's settings table is rendered from this table
+// (`settingsMarkdown`, checked by test/api/config.test.ts) so that the two cannot drift.
+
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+export interface Config {
+  modelDir: string;
+  servedModelName: string | null;
+  host: string;
+  port: number;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  apiKeys: string[];
+  bodyLimitBytes: number;
+  maxUploadBytes: number;
+  maxImages: number;
+  maxImagePixels: number;
+  requestTimeoutSeconds: number;
+  drainTimeoutSeconds: number;
+  retryAfterSeconds: number;
+  executionProvider: 'cpu' | 'cuda';
+  cudaFallbackToCpu: boolean;
+  deviceId: number;
+  intraOpThreads: number | null;
+  visionIntraOpThreads: number | null;
+  separateVisionWorker: boolean;
+  kvCacheBytes: number | null;
+  maxBatchSize: number;
+  maxWaiting: number;
+  prefillChunkTokens: number;
+  warmup: boolean;
+}
+
+interface Setting<T> {
+  env: string;
+  flag: string;
+  default: T;
+  /** How the default reads in --help and the README, when not simply the value. */
+  defaultText?: string;
+  description: string;
+  /** Turns the raw text into the value, or throws an Error whose message says what is expected. */
+  parse(raw: string): T;
+}
+
+/** Thrown for any unusable setting; the message names the setting, where it came from and the value. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+// ---- parsers: each throws with what it expected; loadConfig adds the setting's name ----
+
+function integer(min: number, max = Number.MAX_SAFE_INTEGER): (raw: string) => number {
+  return (raw) => {
+    const n = /^[+-]?\d+$/.test(raw.trim()) ? Number(raw) : NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      throw new Error(`must be an integer from ${min}${max === Number.MAX_SAFE_INTEGER ? ' up' : ` to ${max}`}`);
+    }
+    return n;
+  };
+}
+
+function seconds(raw: string): number {
+  const n = raw.trim() === '' ? NaN : Number(raw);
+  if (!Number.isFinite(n) || n < 0) throw new Error('must be a number of seconds >= 0');
+  return n;
+}
+
+function boolean(raw: string): boolean {
+  const v = raw.trim().toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(v)) return true;
+  if (['false', '0', 'no', 'off'].includes(v)) return false;
+  throw new Error('must be true or false');
+}
+
+function oneOf<T extends string>(...values: T[]): (raw: string) => T {
+  return (raw) => {
+    if (!(values as string[]).includes(raw)) throw new Error(`must be one of ${values.join(', ')}`);
+    return raw as T;
+  };
+}
+
+function nonEmpty(raw: string): string {
+  if (raw.trim() === '') throw new Error('must not be empty');
+  return raw;
+}
+
+const UNITS: Record<string, number> = { '': 1, k: 2 ** 10, kb: 2 ** 10, kib: 2 ** 10, m: 2 ** 20, mb: 2 ** 20, mib: 2 ** 20, g: 2 ** 30, gb: 2 ** 30, gib: 2 ** 30 };
+
+/** A byte count: a whole number with an optional binary unit (32MB = 32 MiB). */
+function bytes(min: number): (raw: string) => number {
+  return (raw) => {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(raw);
+    const unit = m ? UNITS[m[2].toLowerCase()] : undefined;
+    const n = m && unit !== undefined ? Math.floor(Number(m[1]) * unit) : NaN;
+    if (!Number.isSafeInteger(n) || n < min) throw new Error(`must be a size of at least ${min} bytes, e.g. 1048576, 512KB, 32MB, 2GB`);
+    return n;
+  };
+}
+
+/** `auto` (or empty) for "let the engine decide", else the inner parser. */
+function auto<T>(inner: (raw: string) => T): (raw: string) => T | null {
+  return (raw) => (raw.trim() === '' || raw.trim().toLowerCase() === 'auto' ? null : inner(raw));
+}
+
+// The repository root, so that the bundled model is found whatever the working directory.
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+export const SETTINGS: { readonly [K in keyof Config]: Setting<Config[K]> } = {
+  modelDir: {
+    env: 'MODEL_DIR',
+    flag: 'model',
+    default: resolve(repoRoot, 'models/tiny-random-qwen2-siglip'),
+    defaultText: 'models/tiny-random-qwen2-siglip',
+    description: 'Model package directory (made by `npm run export`).',
+    parse: (raw) => resolve(nonEmpty(raw)),
+  },
+  servedModelName: {
+    env: 'SERVED_MODEL_NAME',
+    flag: 'served-model-name',
+    default: null,
+    defaultText: "the package's name",
+    description: 'The model id clients send as `model` and /v1/models lists.',
+    parse: nonEmpty,
+  },
+  host: {
+    env: 'HOST',
+    flag: 'host',
+    default: '127.0.0.1',
+    description: 'Address to listen on (0.0.0.0 for every interface).',
+    parse: nonEmpty,
+  },
+  port: {
+    env: 'PORT',
+    flag: 'port',
+    default: 8000,
+    description: 'TCP port to listen on (0 picks a free one).',
+    parse: integer(0, 65535),
+  },
+  logLevel: {
+    env: 'LOG_LEVEL',
+    flag: 'log-level',
+    default: 'info',
+    description: 'fatal, error, warn, info, debug, trace or silent. Logs are JSON lines on stdout.',
+    parse: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'),
+  },
+  apiKeys: {
+    env: 'API_KEYS',
+    flag: 'api-keys',
+    default: [],
+    defaultText: 'none (no authentication)',
+    description: 'Comma-separated keys; when set, /v1/* needs `Authorization: Bearer <key>`.',
+    parse: (raw) => raw.split(',').map((k) => k.trim()).filter((k) => k.length > 0),
+  },
+  bodyLimitBytes: {
+    env: 'BODY_LIMIT',
+    flag: 'body-limit',
+    default: 32 * 2 ** 20,
+    defaultText: '32MB',
+    description: 'Largest request body (JSON with base64 images, or a whole multipart upload); larger ones get 413.',
+    parse: bytes(1024),
+  },
+  maxUploadBytes: {
+    env: 'MAX_UPLOAD_SIZE',
+    flag: 'max-upload-size',
+    default: 20 * 2 ** 20,
+    defaultText: '20MB',
+    description: 'Largest single uploaded file (multipart); at most BODY_LIMIT.',
+    parse: bytes(1),
+  },
+  maxImages: {
+    env: 'MAX_IMAGES',
+    flag: 'max-images',
+    default: 4,
+    description: 'Most images in one request (image parts plus uploads).',
+    parse: integer(1, 64),
+  },
+  maxImagePixels: {
+    env: 'MAX_IMAGE_PIXELS',
+    flag: 'max-image-pixels',
+    default: 40_000_000,
+    description: 'Largest input image, width x height, refused from its header before decoding.',
+    parse: integer(1),
+  },
+  requestTimeoutSeconds: {
+    env: 'REQUEST_TIMEOUT',
+    flag: 'request-timeout',
+    default: 0,
+    defaultText: '0 (none)',
+    description: 'Seconds a generation may take from arrival; past it the answer ends (finish_reason length), or 503 if it never started.',
+    parse: seconds,
+  },
+  drainTimeoutSeconds: {
+    env: 'DRAIN_TIMEOUT',
+    flag: 'drain-timeout',
+    default: 30,
+    description: 'On SIGTERM/SIGINT, seconds to let in-flight requests finish before cancelling them and exiting.',
+    parse: seconds,
+  },
+  retryAfterSeconds: {
+    env: 'RETRY_AFTER',
+    flag: 'retry-after',
+    default: 1,
+    description: 'Retry-After (seconds) sent with 429 and 503.',
+    parse: integer(0, 3600),
+  },
+  executionProvider: {
+    env: 'EXECUTION_PROVIDER',
+    flag: 'execution-provider',
+    default: 'cpu',
+    description: 'ONNX Runtime execution provider: cpu or cuda.',
+    parse: oneOf('cpu', 'cuda'),
+  },
+  cudaFallbackToCpu: {
+    env: 'CUDA_FALLBACK_TO_CPU',
+    flag: 'cuda-fallback-to-cpu',
+    default: false,
+    description: 'With cuda: run on CPU (logged) when the CUDA provider cannot load, instead of failing.',
+    parse: boolean,
+  },
+  deviceId: {
+    env: 'DEVICE_ID',
+    flag: 'device-id',
+    default: 0,
+    description: 'CUDA device index.',
+    parse: integer(0, 255),
+  },
+  intraOpThreads: {
+    env: 'INTRA_OP_THREADS',
+    flag: 'intra-op-threads',
+    default: null,
+    defaultText: 'auto (all cores)',
+    description: "ONNX Runtime intra-op threads of the decoder's worker.",
+    parse: auto(integer(1, 1024)),
+  },
+  visionIntraOpThreads: {
+    env: 'VISION_INTRA_OP_THREADS',
+    flag: 'vision-intra-op-threads',
+    default: null,
+    defaultText: 'auto (half the cores)',
+    description: "ONNX Runtime intra-op threads of the vision encoder's worker.",
+    parse: auto(integer(1, 1024)),
+  },
+  separateVisionWorker: {
+    env: 'SEPARATE_VISION_WORKER',
+    flag: 'separate-vision-worker',
+    default: true,
+    description: 'Run the vision encoder in its own worker thread, so image encoding overlaps decoding.',
+    parse: boolean,
+  },
+  kvCacheBytes: {
+    env: 'KV_CACHE_SIZE',
+    flag: 'kv-cache-size',
+    default: null,
+    defaultText: 'auto',
+    description: 'KV cache capacity (e.g. 2GB); auto: MAX_BATCH_SIZE full contexts, at most a quarter of RAM.',
+    parse: auto(bytes(1)),
+  },
+  maxBatchSize: {
+    env: 'MAX_BATCH_SIZE',
+    flag: 'max-batch-size',
+    default: 8,
+    description: 'Most sequences decoded together (continuous batching).',
+    parse: integer(1, 1024),
+  },
+  maxWaiting: {
+    env: 'MAX_WAITING',
+    flag: 'max-waiting',
+    default: 64,
+    description: 'Most requests waiting for a batch slot; beyond it requests get 429 at once.',
+    parse: integer(0),
+  },
+  prefillChunkTokens: {
+    env: 'PREFILL_CHUNK_TOKENS',
+    flag: 'prefill-chunk-tokens',
+    default: 512,
+    description: 'Prompt positions prefilled per step, so that a long image prompt does not stall running streams.',
+    parse: integer(1),
+  },
+  warmup: {
+    env: 'WARMUP',
+    flag: 'warmup',
+    default: true,
+    description: 'Run one step through every graph before /ready turns 200.',
+    parse: boolean,
+  },
+};
+
+const KEYS = Object.keys(SETTINGS) as (keyof Config)[];
+
+export function defaultConfig(): Config {
+  return Object.fromEntries(KEYS.map((k) => [k, SETTINGS[k].default])) as unknown as Config;
+}
+
+/**
+ * Resolves every setting from the command line (`--flag value` or `--flag=value`), then the
+ * environment, then the default. Throws ConfigError for an unknown flag or an unusable value.
+ */
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config {
+  let flags: Record<string, string | boolean | undefined>;
+  try {
+    flags = parseArgs({
+      args: argv,
+      options: Object.fromEntries(KEYS.map((k) => [SETTINGS[k].flag, { type: 'string' as const }])),
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message}; see --help`);
+  }
+  const config = defaultConfig() as unknown as Record<keyof Config, unknown>;
+  for (const key of KEYS) {
+    const s = SETTINGS[key];
+    const fromFlag = flags[s.flag];
+    const raw = typeof fromFlag === 'string' ? fromFlag : env[s.env];
+    if (raw === undefined) continue;
+    const source = typeof fromFlag === 'string' ? `--${s.flag}` : `${s.env} (environment)`;
+    try {
+      config[key] = s.parse(raw);
+    } catch (err) {
+      throw new ConfigError(`invalid setting ${key} from ${source}: ${(err as Error).message}, got ${JSON.stringify(raw)}`);
+    }
+  }
+  return checkConfig(config as unknown as Config);
+}
+
+/** Checks that involve more than one setting. */
+export function checkConfig(config: Config): Config {
+  if (config.maxUploadBytes > config.bodyLimitBytes) {
+    throw new ConfigError(
+      `invalid setting maxUploadBytes (MAX_UPLOAD_SIZE): ${config.maxUploadBytes} bytes is more than ` +
+        `bodyLimitBytes (BODY_LIMIT, ${config.bodyLimitBytes} bytes), which bounds the whole upload`,
+    );
+  }
+  return config;
+}
+
+function defaultText(key: keyof Config): string {
+  const s = SETTINGS[key];
+  return s.defaultText ?? String(s.default);
+}
+
+/** The --help text. */
+export function settingsHelp(): string {
+  const lines = KEYS.map((k) => {
+    const s = SETTINGS[k];
+    return `  --${s.flag} (${s.env}, default ${defaultText(k)})\n      ${s.description}`;
+  });
+  return `usage: npm start -- [--flag value ...]\nEvery flag has an environment-variable twin; a flag wins over its variable.\n\n${lines.join('\n')}`;
+}
+
+/** The README's settings table. */
+export function settingsMarkdown(): string {
+  const rows = KEYS.map((k) => {
+    const s = SETTINGS[k];
+    return `| \`--${s.flag}\` | \`${s.env}\` | ${defaultText(k)} | ${s.description} |`;
+  });
+  return ['| flag | environment | default | meaning |', '|---|---|---|---|', ...rows].join('\n');
+}

@@ -1,0 +1,85 @@
+// src/config.ts: flag > environment > default, a message naming the setting for every bad value,
+// and the README's table rendered from the same definitions.
+
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { ConfigError, defaultConfig, loadConfig, SETTINGS, settingsHelp, settingsMarkdown } from '../../src/config.js';
+import { repoRoot } from './support/harness.js';
+
+describe('configuration', () => {
+  test('defaults: the bundled model on 127.0.0.1:8000, a 32 MiB body limit', () => {
+    const c = loadConfig([], {});
+    assert.deepEqual(c, defaultConfig());
+    assert.equal(c.modelDir, join(repoRoot, 'models/tiny-random-qwen2-siglip'));
+    assert.equal(c.host, '127.0.0.1');
+    assert.equal(c.port, 8000);
+    assert.equal(c.bodyLimitBytes, 32 * 1024 * 1024);
+    assert.deepEqual(c.apiKeys, []);
+  });
+
+  test('a flag wins over its environment variable, which wins over the default', () => {
+    assert.equal(loadConfig([], { PORT: '8001' }).port, 8001);
+    assert.equal(loadConfig(['--port', '9000'], { PORT: '8001' }).port, 9000);
+    assert.equal(loadConfig(['--port=9001'], {}).port, 9001);
+    assert.equal(loadConfig(['--model', 'some/dir'], { MODEL_DIR: '/elsewhere' }).modelDir, join(process.cwd(), 'some/dir'));
+    assert.equal(loadConfig([], { MODEL_DIR: '/elsewhere' }).modelDir, '/elsewhere');
+  });
+
+  test('values are parsed: sizes with units, lists, booleans, auto', () => {
+    const c = loadConfig(['--body-limit', '64MB', '--kv-cache-size', '2GB', '--warmup', 'false'], {
+      API_KEYS: ' a, b,,c ',
+      MAX_UPLOAD_SIZE: '512k',
+      VISION_INTRA_OP_THREADS: '2',
+      INTRA_OP_THREADS: 'auto',
+      EXECUTION_PROVIDER: 'cuda',
+      REQUEST_TIMEOUT: '2.5',
+    });
+    assert.equal(c.bodyLimitBytes, 64 * 2 ** 20);
+    assert.equal(c.kvCacheBytes, 2 * 2 ** 30);
+    assert.equal(c.maxUploadBytes, 512 * 1024);
+    assert.equal(c.warmup, false);
+    assert.deepEqual(c.apiKeys, ['a', 'b', 'c']);
+    assert.equal(c.visionIntraOpThreads, 2);
+    assert.equal(c.intraOpThreads, null);
+    assert.equal(c.executionProvider, 'cuda');
+    assert.equal(c.requestTimeoutSeconds, 2.5);
+  });
+
+  const bad: [string[], NodeJS.ProcessEnv, RegExp][] = [
+    [[], { PORT: 'abc' }, /invalid setting port from PORT \(environment\): must be an integer from 0 to 65535, got "abc"/],
+    [['--port', '70000'], {}, /invalid setting port from --port: .*got "70000"/],
+    [[], { BODY_LIMIT: '32XB' }, /bodyLimitBytes from BODY_LIMIT .*must be a size/],
+    [[], { LOG_LEVEL: 'loud' }, /logLevel from LOG_LEVEL .*must be one of fatal, error/],
+    [[], { EXECUTION_PROVIDER: 'tpu' }, /executionProvider .*must be one of cpu, cuda/],
+    [[], { WARMUP: 'maybe' }, /warmup .*must be true or false/],
+    [[], { DRAIN_TIMEOUT: '-1' }, /drainTimeoutSeconds .*seconds >= 0/],
+    [[], { MAX_IMAGES: '0' }, /maxImages .*integer from 1 to 64/],
+    [[], { HOST: ' ' }, /host .*must not be empty/],
+    [['--nope', '1'], {}, /Unknown option '--nope'.*--help/],
+    [['positional'], {}, /positional/],
+    [[], { MAX_UPLOAD_SIZE: '64MB', BODY_LIMIT: '32MB' }, /maxUploadBytes \(MAX_UPLOAD_SIZE\).*bodyLimitBytes \(BODY_LIMIT/],
+  ];
+  for (const [argv, env, message] of bad) {
+    test(`refused: ${[...argv, ...Object.entries(env).map(([k, v]) => `${k}=${v}`)].join(' ')}`, () => {
+      assert.throws(() => loadConfig(argv, env), (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.match(err.message, message);
+        return true;
+      });
+    });
+  }
+
+  test('every setting has its own flag and environment variable', () => {
+    const all = Object.values(SETTINGS);
+    assert.equal(new Set(all.map((s) => s.env)).size, all.length);
+    assert.equal(new Set(all.map((s) => s.flag)).size, all.length);
+    for (const s of all) assert.ok(settingsHelp().includes(`--${s.flag} (${s.env},`));
+  });
+
+  test('the README carries the settings table exactly as config.ts renders it', () => {
+    const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
+    assert.ok(readme.includes(settingsMarkdown()), 'README.md is out of date: paste settingsMarkdown() into its Configuration section');
+  });
+});
