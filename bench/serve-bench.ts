@@ -1,0 +1,271 @@
+// `npm run bench -- --model DIR [...]`: the serving benchmark.
+//
+// 1. Starts the server (continuous batching as configured) and drives a concurrency sweep of
+//    streaming chat requests, each with an image and a fixed output length (`ignore_eos`).
+// 2. The same sweep against a server with batching disabled (MAX_BATCH_SIZE=1): the speed-up.
+// 3. The engine alone, in-process, for one stream: the HTTP overhead.
+// All three run in one invocation because these machines are noisy: ratios are only meaningful
+// within one run. Writes <out>/<date>-<model>.json and .md.
+
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { performance } from 'node:perf_hooks';
+import { createEngine } from '../src/engine/engine.js';
+import type { GenerationRequest } from '../src/engine/types.js';
+import { ServerProcess } from './server-process.js';
+import { median, percentile, round } from './stats.js';
+import { streamChat, type StreamResult } from './stream-client.js';
+
+interface Options {
+  model: string;
+  concurrency: number[];
+  outputTokens: number;
+  requestsPerStream: number;
+  image: string;
+  prompt: string;
+  out: string;
+  threads: string | undefined;
+  unbatched: boolean;
+  quick: boolean;
+}
+
+interface LevelResult {
+  concurrency: number;
+  requests: number;
+  failed: number;
+  wallSeconds: number;
+  outputTokens: number;
+  outputTokensPerSecond: number;
+  requestsPerSecond: number;
+  ttftP50: number;
+  ttftP95: number;
+  itlP50: number;
+  itlP95: number;
+  meanItl: number;
+  serverRssBytes: number;
+}
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      concurrency: { type: 'string' },
+      'output-tokens': { type: 'string' },
+      'requests-per-stream': { type: 'string' },
+      image: { type: 'string' },
+      prompt: { type: 'string' },
+      out: { type: 'string' },
+      threads: { type: 'string' },
+      'no-unbatched': { type: 'boolean' },
+      quick: { type: 'boolean' },
+      help: { type: 'boolean' },
+    },
+  });
+  if (values.help || !values.model) {
+    console.log(`usage: npm run bench -- --model DIR [--concurrency 1,2,4,8,16] [--output-tokens 64]
+  [--requests-per-stream 2] [--image FILE] [--prompt TEXT] [--out bench/results] [--threads N]
+  [--no-unbatched] [--quick]`);
+    process.exit(values.help ? 0 : 2);
+  }
+  const quick = Boolean(values.quick);
+  return {
+    model: resolve(values.model),
+    concurrency: (values.concurrency ?? (quick ? '1,2' : '1,2,4,8,16')).split(',').map(Number),
+    outputTokens: Number(values['output-tokens'] ?? (quick ? 8 : 64)),
+    requestsPerStream: Number(values['requests-per-stream'] ?? (quick ? 1 : 2)),
+    image: resolve(values.image ?? 'test/fixtures/images/photo-640x480.jpg'),
+    prompt: values.prompt ?? 'Describe this picture in detail.',
+    out: resolve(values.out ?? 'bench/results'),
+    threads: values.threads,
+    unbatched: !values['no-unbatched'],
+    quick,
+  };
+}
+
+function chatBody(o: Options, imageDataUrl: string) {
+  return {
+    messages: [
+      {
+        role: 'user',
+        content: [
+          { type: 'image_url', image_url: { url: imageDataUrl } },
+          { type: 'text', text: o.prompt },
+        ],
+      },
+    ],
+    max_tokens: o.outputTokens,
+    temperature: 0,
+    ignore_eos: true,
+  };
+}
+
+function summarise(concurrency: number, results: StreamResult[], wall: number, rss: number): LevelResult {
+  const ok = results.filter((r) => r.ok);
+  const tokens = ok.reduce((s, r) => s + r.tokens, 0);
+  const itl = ok.flatMap((r) => r.itl);
+  return {
+    concurrency,
+    requests: results.length,
+    failed: results.length - ok.length,
+    wallSeconds: round(wall),
+    outputTokens: tokens,
+    outputTokensPerSecond: round(tokens / wall),
+    requestsPerSecond: round(ok.length / wall),
+    ttftP50: round(percentile(ok.map((r) => r.ttft), 50)),
+    ttftP95: round(percentile(ok.map((r) => r.ttft), 95)),
+    itlP50: round(percentile(itl, 50)),
+    itlP95: round(percentile(itl, 95)),
+    meanItl: round(itl.reduce((s, x) => s + x, 0) / Math.max(1, itl.length)),
+    serverRssBytes: rss,
+  };
+}
+
+async function sweep(o: Options, env: Record<string, string>, label: string): Promise<LevelResult[]> {
+  const server = await ServerProcess.start(o.model, env);
+  const body = chatBody(o, imageDataUrl(o.image));
+  const levels: LevelResult[] = [];
+  try {
+    await streamChat(server.baseUrl, body); // warm-up: first-call allocations, caches
+    for (const c of o.concurrency) {
+      server.startSampling();
+      const t0 = performance.now();
+      const perStream = await Promise.all(
+        Array.from({ length: c }, async () => {
+          const out: StreamResult[] = [];
+          for (let i = 0; i < o.requestsPerStream; i++) out.push(await streamChat(server.baseUrl, body));
+          return out;
+        }),
+      );
+      const wall = (performance.now() - t0) / 1000;
+      const level = summarise(c, perStream.flat(), wall, server.stopSampling());
+      const failed = perStream.flat().find((r) => !r.ok);
+      if (failed) console.error(`${label} c=${c}: ${level.failed} failed, e.g. ${failed.status} ${failed.error}`);
+      console.error(`${label} c=${c}: ${level.outputTokensPerSecond} tok/s, TTFT p50 ${level.ttftP50}s, ITL p50 ${level.itlP50}s`);
+      levels.push(level);
+    }
+  } finally {
+    await server.stop();
+  }
+  return levels;
+}
+
+/** One stream through the engine in this process: no HTTP, no JSON, no SSE. */
+async function engineAlone(o: Options, env: Record<string, string>) {
+  const engine = await createEngine(o.model, {
+    maxBatchSize: 1,
+    intraOpNumThreads: env.INTRA_OP_THREADS ? Number(env.INTRA_OP_THREADS) : undefined,
+  });
+  await engine.ready();
+  const image = new Uint8Array(readFileSync(o.image));
+  const request = (id: string): GenerationRequest => ({
+    id,
+    messages: [{ role: 'user', content: [{ type: 'image', data: image }, { type: 'text', text: o.prompt }] }],
+    sampling: { temperature: 0, topP: 1, topK: 0, minP: 0, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 0 },
+    maxTokens: o.outputTokens,
+    stop: [],
+    ignoreEos: true,
+    logprobs: null,
+    deadlineMs: null,
+  });
+  const runs: { ttft: number; decodeTokensPerSecond: number; tokens: number }[] = [];
+  try {
+    for (let i = 0; i < 1 + o.requestsPerStream; i++) {
+      const t0 = performance.now();
+      let first = NaN;
+      let last = NaN;
+      let tokens = 0;
+      for await (const ev of engine.generate(request(`bench-${i}`))) {
+        if (ev.type === 'delta' && ev.tokenIds.length > 0) {
+          const now = performance.now();
+          if (tokens === 0) first = now;
+          last = now;
+          tokens += ev.tokenIds.length;
+        }
+      }
+      if (i === 0) continue; // warm-up
+      runs.push({ ttft: (first - t0) / 1000, decodeTokensPerSecond: (tokens - 1) / ((last - first) / 1000), tokens });
+    }
+  } finally {
+    await engine.close();
+  }
+  return {
+    ttft: round(median(runs.map((r) => r.ttft))),
+    decodeTokensPerSecond: round(median(runs.map((r) => r.decodeTokensPerSecond))),
+  };
+}
+
+function imageDataUrl(path: string): string {
+  const ext = path.toLowerCase().endsWith('.png') ? 'png' : 'jpeg';
+  return `data:image/${ext};base64,${readFileSync(path).toString('base64')}`;
+}
+
+function markdown(report: ReturnType<typeof buildReport>): string {
+  const mb = (b: number) => `${Math.round(b / 2 ** 20)}`;
+  const lines = [
+    `# Serving benchmark: ${report.model}`,
+    '',
+    `${report.date}, ${report.machine}. Each request: one image (${basename(report.options.image)}) + prompt, ` +
+      `${report.options.outputTokens} output tokens (ignore_eos), ${report.options.requestsPerStream} requests per stream.`,
+    '',
+    '| concurrency | out tok/s | req/s | TTFT p50 (s) | TTFT p95 (s) | ITL p50 (s) | ITL p95 (s) | server RSS (MiB) | unbatched tok/s | batching speed-up |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+  ];
+  report.batched.forEach((l, i) => {
+    const u = report.unbatched[i];
+    lines.push(
+      `| ${l.concurrency} | ${l.outputTokensPerSecond} | ${l.requestsPerSecond} | ${l.ttftP50} | ${l.ttftP95} | ${l.itlP50} | ${l.itlP95} | ${mb(l.serverRssBytes)} | ` +
+        `${u ? u.outputTokensPerSecond : '-'} | ${u ? round(l.outputTokensPerSecond / u.outputTokensPerSecond) + 'x' : '-'} |`,
+    );
+  });
+  const e = report.engineAlone;
+  lines.push(
+    '',
+    `Engine alone (no HTTP), one stream: decode ${e.decodeTokensPerSecond} tok/s, TTFT ${e.ttft} s. ` +
+      `Through HTTP at concurrency 1: decode ${report.httpSingleStreamDecode} tok/s ` +
+      `(${report.httpOverDecodeRatio !== null ? Math.round(report.httpOverDecodeRatio * 100) + '% of the engine alone' : 'n/a'}).`,
+    '',
+  );
+  return lines.join('\n');
+}
+
+function buildReport(o: Options, batched: LevelResult[], unbatched: LevelResult[], engine: { ttft: number; decodeTokensPerSecond: number }) {
+  const c1 = batched.find((l) => l.concurrency === 1);
+  const httpDecode = c1 && c1.meanItl > 0 ? round(1 / c1.meanItl) : null;
+  const manifest = JSON.parse(readFileSync(join(o.model, 'manifest.json'), 'utf8'));
+  return {
+    model: manifest.name as string,
+    dtype: manifest.dtype as string,
+    quantization: manifest.quantization,
+    date: new Date().toISOString(),
+    machine: `${(process.env.BENCH_MACHINE ?? '').trim() || 'this machine'} (node ${process.version})`,
+    options: { ...o, model: o.model },
+    batched,
+    unbatched,
+    engineAlone: engine,
+    httpSingleStreamDecode: httpDecode,
+    httpOverDecodeRatio: httpDecode !== null && engine.decodeTokensPerSecond > 0 ? round(httpDecode / engine.decodeTokensPerSecond) : null,
+  };
+}
+
+async function main(): Promise<void> {
+  const o = parseOptions(process.argv.slice(2));
+  const env: Record<string, string> = { MAX_BATCH_SIZE: String(Math.max(...o.concurrency)), MAX_WAITING: '256' };
+  if (o.threads) env.INTRA_OP_THREADS = o.threads;
+  const batched = await sweep(o, env, 'batched');
+  const unbatched = o.unbatched ? await sweep(o, { ...env, MAX_BATCH_SIZE: '1' }, 'unbatched') : [];
+  const engine = await engineAlone(o, env);
+  const report = buildReport(o, batched, unbatched, engine);
+  mkdirSync(o.out, { recursive: true });
+  const stem = join(o.out, `${report.date.slice(0, 10)}-${report.model}${o.quick ? '-quick' : ''}`);
+  writeFileSync(`${stem}.json`, JSON.stringify(report, null, 2) + '\n');
+  writeFileSync(`${stem}.md`, markdown(report));
+  console.log(markdown(report));
+  console.error(`wrote ${stem}.json and ${stem}.md`);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,44 @@
+// Smoke test of `npm run bench -- --quick`: the whole benchmark runs on the tiny fixture and
+// writes a complete report. It checks the report's shape, never a speed.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+test('bench --quick writes JSON and Markdown with every measurement', { timeout: 240_000 }, async () => {
+  const out = mkdtempSync(join(tmpdir(), 'bench-'));
+  try {
+    await promisify(execFile)(
+      process.execPath,
+      [join(root, 'dist', 'bench', 'serve-bench.js'), '--quick', '--model', join(root, 'test/fixtures/packages/tiny-random-qwen2-siglip'), '--out', out],
+      { cwd: root, timeout: 230_000 },
+    );
+    const files = readdirSync(out).sort();
+    assert.equal(files.length, 2);
+    assert.match(files[0], /tiny-random-qwen2-siglip-quick\.json$/);
+    const report = JSON.parse(readFileSync(join(out, files[0]), 'utf8'));
+    assert.deepEqual(report.batched.map((l: { concurrency: number }) => l.concurrency), [1, 2]);
+    assert.deepEqual(report.unbatched.map((l: { concurrency: number }) => l.concurrency), [1, 2]);
+    for (const level of [...report.batched, ...report.unbatched]) {
+      assert.equal(level.failed, 0);
+      assert.equal(level.outputTokens, level.requests * 8); // ignore_eos: exactly max_tokens each
+      for (const key of ['outputTokensPerSecond', 'requestsPerSecond', 'ttftP50', 'ttftP95', 'itlP50', 'itlP95']) {
+        assert.ok(Number.isFinite(level[key]) && level[key] >= 0, `${key} = ${level[key]}`);
+      }
+      assert.ok(level.serverRssBytes > 0);
+    }
+    assert.ok(report.engineAlone.decodeTokensPerSecond > 0);
+    assert.ok(report.httpOverDecodeRatio > 0);
+    const md = readFileSync(join(out, files[1]), 'utf8');
+    assert.match(md, /\| concurrency \| out tok\/s/);
+    assert.match(md, /Engine alone \(no HTTP\)/);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
