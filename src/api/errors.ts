@@ -70,6 +70,7 @@ const FROM_ENGINE: Record<EngineErrorCode, ApiErrorCode> = {
   invalid_request: 'invalid_request',
   context_length_exceeded: 'context_length_exceeded',
   invalid_image: 'invalid_image',
+  too_many_images: 'too_many_images',
   overloaded: 'overloaded',
   cancelled: 'cancelled',
   deadline_exceeded: 'deadline_exceeded',
@@ -90,9 +91,7 @@ export interface ErrorLimits {
 export function toApiError(err: unknown, limits: ErrorLimits): ApiError {
   if (err instanceof ApiError) return err;
   if (isEngineError(err)) {
-    // The engine's own "too many images" is an invalid_image; say so with the catalogue's code.
-    const code = err.code === 'invalid_image' && /at most \d+ images/.test(err.message) ? 'too_many_images' : FROM_ENGINE[err.code];
-    return new ApiError(code, err.message, { param: err.param, cause: err });
+    return new ApiError(FROM_ENGINE[err.code], err.message, { param: err.param, cause: err });
   }
   const code = (err as { code?: unknown } | null)?.code;
   const mb = (n: number): string => `${n} bytes (${(n / 2 ** 20).toFixed(1)} MiB)`;

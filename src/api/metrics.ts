@@ -7,18 +7,10 @@
 // /metrics is scraped; an engine without it reports them as 0.
 
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { Engine, GenerationEvent } from '../engine/types.js';
+import type { Engine, EngineStats, GenerationEvent } from '../engine/types.js';
 
 export const PREFIX = 'tinyllava_';
 
-/** What the gauges need from the engine; the engine may offer it as `stats()`. */
-export interface EngineStats {
-  running: number;
-  waiting: number;
-  kvCache: { usedBytes: number; reservedBytes: number; capacityBytes: number } | null;
-}
-
-type StatsEngine = Engine & { stats?: () => EngineStats };
 
 // Seconds: from a tiny model's milliseconds to a 3B model's minutes on CPU.
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640];
@@ -45,7 +37,7 @@ export class ApiMetrics {
   constructor(engine: () => Engine | null, options: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
-    const stats = (): EngineStats | null => (engine() as StatsEngine | null)?.stats?.() ?? null;
+    const stats = (): EngineStats | null => engine()?.stats?.() ?? null;
 
     new Gauge({
       name: `${PREFIX}num_requests_running`,

@@ -14,7 +14,7 @@ import type { ModelPort } from './model-port.js';
 import { preparePrompt } from './prepare.js';
 import { Scheduler } from './scheduler.js';
 import { Sequence } from './sequence.js';
-import type { Engine, GenerationEvent, GenerationRequest, ModelInfo } from './types.js';
+import type { Engine, EngineStats, GenerationEvent, GenerationRequest, ModelInfo } from './types.js';
 
 export interface EngineOptions {
   /** The served model name (default: the package's name). */
@@ -37,16 +37,15 @@ export interface EngineOptions {
   warmup?: boolean;
 }
 
-export interface EngineStats {
-  running: number;
-  waiting: number;
+/** The contract's EngineStats plus the scheduler's step counters. */
+export interface LoadedEngineStats extends EngineStats {
   kvCache: KvCacheUsage | null;
   /** Decoder calls so far and the rows they carried. */
   steps: Scheduler['counters'];
 }
 
 export interface LoadedEngine extends Engine {
-  stats(): EngineStats;
+  stats(): LoadedEngineStats;
   /** How the sessions run, once ready (e.g. 'cpu', or 'cpu (CUDA unavailable: ...)'). */
   readonly executionProvider: string | null;
 }
@@ -140,7 +139,7 @@ class VlmEngine implements LoadedEngine {
     await this.loading;
   }
 
-  stats(): EngineStats {
+  stats(): LoadedEngineStats {
     const s = this.loaded?.scheduler;
     return {
       running: s?.numRunning ?? 0,

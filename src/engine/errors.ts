@@ -5,7 +5,8 @@
 export type EngineErrorCode =
   | 'invalid_request' // a request the engine cannot serve as given (400)
   | 'context_length_exceeded' // prompt (+ max_tokens) over the model's context (400)
-  | 'invalid_image' // image bytes that do not decode, or too many images (400)
+  | 'invalid_image' // image bytes that do not decode (400)
+  | 'too_many_images' // more images than the engine accepts in one request (400)
   | 'overloaded' // queue full or KV cache exhausted: retry later (429/503)
   | 'cancelled' // the caller aborted (no response is expected)
   | 'deadline_exceeded' // the request's deadline passed before it could start (408/504)

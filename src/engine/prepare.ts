@@ -31,7 +31,7 @@ export async function preparePrompt(
 ): Promise<PreparedPrompt> {
   const { ids, images } = await model.encodeMessages(messages);
   if (images.length > limits.maxImages) {
-    throw new EngineError('invalid_image', `at most ${limits.maxImages} images per request, got ${images.length}`, {
+    throw new EngineError('too_many_images', `at most ${limits.maxImages} images per request, got ${images.length}`, {
       param: 'messages',
     });
   }

@@ -70,8 +70,17 @@ export interface ModelInfo {
   numImageTokens: number;
 }
 
+/** Live numbers for the gauges of /metrics. */
+export interface EngineStats {
+  running: number; // sequences admitted to the batch
+  waiting: number; // sequences waiting for a batch slot
+  kvCache: { usedBytes: number; reservedBytes: number; capacityBytes: number } | null;
+}
+
 export interface Engine {
   readonly model: ModelInfo;
+  /** Live numbers for metrics; optional so that fakes and other backends may omit them. */
+  stats?(): EngineStats;
   /** Starts generation; the iterable ends after `done`. Aborting `signal` cancels within one step. */
   generate(request: GenerationRequest, signal?: AbortSignal): AsyncIterable<GenerationEvent>;
   /** Resolves once sessions are loaded and a warm-up step ran. */

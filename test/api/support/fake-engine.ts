@@ -6,7 +6,7 @@
 
 import { EngineError } from '../../../src/engine/errors.js';
 import type { Engine, GenerationEvent, GenerationRequest, ModelInfo, TokenLogprob } from '../../../src/engine/types.js';
-import type { EngineStats } from '../../../src/api/metrics.js';
+import type { EngineStats } from '../../../src/engine/types.js';
 
 export interface FakeEngineOptions {
   model?: Partial<ModelInfo>;
