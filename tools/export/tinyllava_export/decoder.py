@@ -194,15 +194,17 @@ class _Layer(nn.Module):
         q, k = self.rotary(q, cos, sin), self.rotary(k, cos, sin)
         keys = torch.cat((past_k, k), dim=2)  # [B,Hkv,K,Dh]
         values = torch.cat((past_v, v), dim=2)
-        rep = s.num_heads // s.num_kv_heads
-        if rep > 1:  # grouped-query attention: each KV head serves `rep` query heads
-            keys = keys[:, :, None].expand(b, s.num_kv_heads, rep, keys.shape[2], s.head_dim)
-            keys = keys.reshape(b, s.num_heads, -1, s.head_dim)
-            values = values[:, :, None].expand(b, s.num_kv_heads, rep, values.shape[2], s.head_dim)
-            values = values.reshape(b, s.num_heads, -1, s.head_dim)
-        scores = torch.matmul(q, keys.transpose(2, 3)) / math.sqrt(s.head_dim) + bias
-        probs = torch.softmax(scores, dim=-1)
-        out = torch.matmul(probs, values).transpose(1, 2).reshape(b, t, s.num_heads * s.head_dim)
+        # Grouped-query attention without copying K/V per query head: query head h = j*rep + r
+        # (transformers' repeat_kv order) is stacked under its KV head j as [B,Hkv,rep*T,Dh].
+        # Materialising the repeated K/V instead costs rep x the whole cache in memory traffic
+        # per step, more than the weights themselves at batch 8.
+        hkv, rep = s.num_kv_heads, s.num_heads // s.num_kv_heads
+        qg = q.reshape(b, hkv, rep * t, s.head_dim)
+        scores = torch.matmul(qg, keys.transpose(2, 3)) / math.sqrt(s.head_dim)  # [B,Hkv,rep*T,K]
+        scores = scores.reshape(b, hkv, rep, t, -1) + bias[:, :, None]  # bias [B,1,1,T,K]
+        probs = torch.softmax(scores, dim=-1).reshape(b, hkv, rep * t, -1)
+        out = torch.matmul(probs, values)  # [B,Hkv,rep*T,Dh]
+        out = out.reshape(b, s.num_heads, t, s.head_dim).transpose(1, 2).reshape(b, t, s.num_heads * s.head_dim)
         return self.o(out), k, v
 
     def forward(self, x, cos, sin, bias, past_k, past_v):
