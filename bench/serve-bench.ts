@@ -27,6 +27,7 @@ interface Options {
   out: string;
   threads: string | undefined;
   unbatched: boolean;
+  imageCache: boolean;
   quick: boolean;
 }
 
@@ -59,6 +60,7 @@ function parseOptions(argv: string[]): Options {
       out: { type: 'string' },
       threads: { type: 'string' },
       'no-unbatched': { type: 'boolean' },
+      'image-cache': { type: 'boolean' },
       quick: { type: 'boolean' },
       help: { type: 'boolean' },
     },
@@ -66,7 +68,7 @@ function parseOptions(argv: string[]): Options {
   if (values.help || !values.model) {
     console.log(`usage: npm run bench -- --model DIR [--concurrency 1,2,4,8,16] [--output-tokens 64]
   [--requests-per-stream 2] [--image FILE] [--prompt TEXT] [--out bench/results] [--threads N]
-  [--no-unbatched] [--quick]`);
+  [--no-unbatched] [--image-cache] [--quick]`);
     process.exit(values.help ? 0 : 2);
   }
   const quick = Boolean(values.quick);
@@ -80,6 +82,7 @@ function parseOptions(argv: string[]): Options {
     out: resolve(values.out ?? 'bench/results'),
     threads: values.threads,
     unbatched: !values['no-unbatched'],
+    imageCache: Boolean(values['image-cache']),
     quick,
   };
 }
@@ -155,6 +158,7 @@ async function sweep(o: Options, env: Record<string, string>, label: string): Pr
 async function engineAlone(o: Options, env: Record<string, string>) {
   const engine = await createEngine(o.model, {
     maxBatchSize: 1,
+    imageCacheBytes: o.imageCache ? undefined : 0, // as the servers of the sweeps
     intraOpNumThreads: env.INTRA_OP_THREADS ? Number(env.INTRA_OP_THREADS) : undefined,
   });
   await engine.ready();
@@ -251,7 +255,13 @@ function buildReport(o: Options, batched: LevelResult[], unbatched: LevelResult[
 
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
-  const env: Record<string, string> = { MAX_BATCH_SIZE: String(Math.max(...o.concurrency)), MAX_WAITING: '256' };
+  // Every request sends the same image; without --image-cache the server's image embedding cache
+  // is off so that each request pays for its vision encoder, as distinct images would.
+  const env: Record<string, string> = {
+    MAX_BATCH_SIZE: String(Math.max(...o.concurrency)),
+    MAX_WAITING: '256',
+    IMAGE_CACHE_SIZE: o.imageCache ? '256MB' : '0',
+  };
   if (o.threads) env.INTRA_OP_THREADS = o.threads;
   const batched = await sweep(o, env, 'batched');
   const unbatched = o.unbatched ? await sweep(o, { ...env, MAX_BATCH_SIZE: '1' }, 'unbatched') : [];

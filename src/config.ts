@@ -31,6 +31,7 @@ export interface Config {
   maxBatchSize: number;
   maxWaiting: number;
   prefillChunkTokens: number;
+  imageCacheBytes: number;
   warmup: boolean;
 }
 
@@ -189,7 +190,7 @@ export const SETTINGS: { readonly [K in keyof Config]: Setting<Config[K]> } = {
     flag: 'request-timeout',
     default: 0,
     defaultText: '0 (none)',
-    description: 'Seconds a generation may take from arrival; past it the answer ends (finish_reason length), or 503 if it never started.',
+    description: 'Seconds a generation may take from arrival; past it the answer ends (finish_reason length), or 503 if no token was generated yet.',
     parse: seconds,
   },
   drainTimeoutSeconds: {
@@ -269,7 +270,7 @@ export const SETTINGS: { readonly [K in keyof Config]: Setting<Config[K]> } = {
     env: 'MAX_WAITING',
     flag: 'max-waiting',
     default: 64,
-    description: 'Most requests waiting for a batch slot; beyond it requests get 429 at once.',
+    description: 'Most requests waiting for a batch slot (queued or still being prepared), beyond the free slots; past it requests get 429 at once, before their images are processed.',
     parse: integer(0),
   },
   prefillChunkTokens: {
@@ -278,6 +279,14 @@ export const SETTINGS: { readonly [K in keyof Config]: Setting<Config[K]> } = {
     default: 512,
     description: 'Prompt positions prefilled per step, so that a long image prompt does not stall running streams.',
     parse: integer(1),
+  },
+  imageCacheBytes: {
+    env: 'IMAGE_CACHE_SIZE',
+    flag: 'image-cache-size',
+    default: 256 * 2 ** 20,
+    defaultText: '256MB',
+    description: 'Image embedding cache (LRU, by content hash of the decoded pixels), so that questions about an image seen before skip the vision encoder; 0 turns it off.',
+    parse: bytes(0),
   },
   warmup: {
     env: 'WARMUP',

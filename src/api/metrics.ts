@@ -3,14 +3,14 @@
 // encoder), images processed, and errors by type. One registry per app, so that tests (and
 // several apps in one process) never share counters.
 //
-// The running/waiting/KV-cache gauges are read from the engine's optional `stats()` when
-// /metrics is scraped; an engine without it reports them as 0.
+// The running/waiting/KV-cache gauges and the image cache's numbers are read from the engine's
+// optional `stats()` when /metrics is scraped; an engine without it reports them as 0. The image
+// cache counters are the engine's own running totals, copied at scrape time.
 
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Engine, EngineStats, GenerationEvent } from '../engine/types.js';
 
 export const PREFIX = 'tinyllava_';
-
 
 // Seconds: from a tiny model's milliseconds to a 3B model's minutes on CPU.
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640];
@@ -33,6 +33,7 @@ export class ApiMetrics {
   private readonly success: Counter<'finished_reason'>;
   private readonly images: Counter;
   private readonly errors: Counter<'type' | 'code'>;
+  private readonly timeouts: Counter;
 
   constructor(engine: () => Engine | null, options: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -65,6 +66,34 @@ export class ApiMetrics {
       },
     });
 
+    const imageCache = (): NonNullable<EngineStats['imageCache']> | null => stats()?.imageCache ?? null;
+    new Counter({
+      name: `${PREFIX}image_cache_hits_total`,
+      help: 'Images whose embeddings came from the image cache (or an encode of the same image under way): no vision encoder run.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(imageCache()?.hits ?? 0);
+      },
+    });
+    new Counter({
+      name: `${PREFIX}image_cache_misses_total`,
+      help: 'Images looked up in the image cache and sent to the vision encoder.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(imageCache()?.misses ?? 0);
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}image_cache_bytes`,
+      help: 'Bytes of image embeddings held by the image cache.',
+      registers,
+      collect() {
+        this.set(imageCache()?.bytes ?? 0);
+      },
+    });
+
     const histogram = (name: string, help: string, buckets = LATENCY_BUCKETS): Histogram =>
       new Histogram({ name: `${PREFIX}${name}`, help, buckets, registers });
     this.ttft = histogram('time_to_first_token_seconds', 'From arrival at the engine to the first generated token.');
@@ -94,6 +123,11 @@ export class ApiMetrics {
       labelNames: ['type', 'code'],
       registers,
     });
+    this.timeouts = new Counter({
+      name: `${PREFIX}request_timeouts_total`,
+      help: 'Generations that REQUEST_TIMEOUT ended: cut short (finish_reason length) or refused with 503 before their first token.',
+      registers,
+    });
   }
 
   /** One choice's generation ended. */
@@ -113,6 +147,7 @@ export class ApiMetrics {
     this.generationTokens.inc(event.usage.completionTokens);
     const reason = event.finishReason === 'cancelled' ? 'abort' : event.finishReason === 'deadline' ? 'length' : event.finishReason;
     this.success.inc({ finished_reason: reason });
+    if (event.finishReason === 'deadline') this.timeouts.inc();
   }
 
   /** `tokens` tokens arrived together, `seconds` after the previous ones. */
@@ -122,5 +157,6 @@ export class ApiMetrics {
 
   error(type: string, code: string): void {
     this.errors.inc({ type, code });
+    if (code === 'deadline_exceeded') this.timeouts.inc();
   }
 }

@@ -28,6 +28,10 @@ export async function drainAndClose(
     // Cancelled generations end within one engine step; give their last events time to go out.
     await host.waitIdle(options.cancelGraceMs ?? 5000);
   }
-  await app.close();
+  // Every request has finished by now; idle keep-alive connections (and ones that never sent a
+  // request) would otherwise hold close() open until their keep-alive timeout, about a minute.
+  const closing = app.close();
+  app.server.closeAllConnections();
+  await closing;
   return { drained, cancelled };
 }

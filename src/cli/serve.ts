@@ -29,6 +29,7 @@ function engineOptions(c: Config): EngineOptions {
     maxBatchSize: c.maxBatchSize,
     maxWaiting: c.maxWaiting,
     prefillChunkTokens: c.prefillChunkTokens,
+    imageCacheBytes: c.imageCacheBytes,
     maxImagesPerRequest: c.maxImages,
     maxImagePixels: c.maxImagePixels,
     warmup: c.warmup,

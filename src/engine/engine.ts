@@ -1,7 +1,8 @@
 // createEngine: the Engine of src/engine/types.ts over a model package.
 //
-// generate() prepares the prompt (tokens, images -> embeddings) on the caller's time, then hands
-// the sequence to the one scheduler loop and streams its events. Sessions load in the
+// generate() checks admission, prepares the prompt (tokens, images -> embeddings, from the image
+// cache or the batched vision encoder) on the caller's time, then hands the sequence to the one
+// scheduler loop and streams its events (docs/scheduling.md). Sessions load in the
 // background: the engine exists (and the HTTP layer can answer /health) before they are ready.
 
 import { totalmem } from 'node:os';
@@ -9,6 +10,8 @@ import { performance } from 'node:perf_hooks';
 import { ModelRunner, type RunnerOptions } from '../runtime/model-runner.js';
 import type { KvCacheUsage } from '../runtime/kv-cache.js';
 import { EngineError, toEngineError } from './errors.js';
+import { ImageEmbedder } from './image-embedder.js';
+import { imageKeyNamespace } from './image-key.js';
 import { loadModelPort } from './model-adapter.js';
 import type { ModelPort } from './model-port.js';
 import { preparePrompt } from './prepare.js';
@@ -31,6 +34,10 @@ export interface EngineOptions {
   maxWaiting?: number; // default 64
   prefillChunkTokens?: number; // default 512
   maxImagesPerRequest?: number; // default 4
+  /** Image embedding cache capacity in bytes (default 256 MiB); 0 turns it off. */
+  imageCacheBytes?: number;
+  /** Most images per vision-encoder call, across requests (default 8). */
+  maxImageBatch?: number;
   /** Largest input image, width x height, refused before decoding (default 40 megapixels). */
   maxImagePixels?: number;
   /** Run one tiny step through every graph before ready() resolves (default true). */
@@ -42,6 +49,8 @@ export interface LoadedEngineStats extends EngineStats {
   kvCache: KvCacheUsage | null;
   /** Decoder calls so far and the rows they carried. */
   steps: Scheduler['counters'];
+  /** Vision-encoder calls so far and the images they carried (cache hits never get here). */
+  imageEncoder: { calls: number; images: number };
 }
 
 export interface LoadedEngine extends Engine {
@@ -54,6 +63,14 @@ export async function createEngine(packageDir: string, options: EngineOptions = 
   return createEngineFromPort(await loadModelPort(packageDir, { maxImagePixels: options.maxImagePixels ?? 40_000_000 }), options);
 }
 
+const DEFAULT_IMAGE_CACHE_BYTES = 256 * 2 ** 20;
+
+interface Loaded {
+  runner: ModelRunner;
+  scheduler: Scheduler;
+  images: ImageEmbedder;
+}
+
 /** An engine over an already loaded model (tests substitute parts of the model this way). */
 export function createEngineFromPort(model: ModelPort, options: EngineOptions = {}): LoadedEngine {
   return new VlmEngine(model, options);
@@ -63,10 +80,12 @@ class VlmEngine implements LoadedEngine {
   readonly model: ModelInfo;
   private readonly port: ModelPort;
   private readonly options: EngineOptions;
-  private readonly loading: Promise<{ runner: ModelRunner; scheduler: Scheduler }>;
-  private loaded: { runner: ModelRunner; scheduler: Scheduler } | null = null;
+  private readonly loading: Promise<Loaded>;
+  private loaded: Loaded | null = null;
   private closing = false;
   private nextSeqId = 1;
+  /** Requests past the admission check whose prompt is being prepared: they count as waiting. */
+  private preparing = 0;
   executionProvider: string | null = null;
 
   constructor(port: ModelPort, options: EngineOptions) {
@@ -77,7 +96,7 @@ class VlmEngine implements LoadedEngine {
     this.loading.catch(() => undefined); // reported by ready() and generate()
   }
 
-  private async load(): Promise<{ runner: ModelRunner; scheduler: Scheduler }> {
+  private async load(): Promise<Loaded> {
     const o = this.options;
     const t = this.port.text;
     const maxBatchSize = o.maxBatchSize ?? 8;
@@ -117,7 +136,16 @@ class VlmEngine implements LoadedEngine {
       maxWaiting: o.maxWaiting ?? 64,
       prefillChunkTokens: o.prefillChunkTokens ?? 512,
     });
-    this.loaded = { runner, scheduler };
+    const images = new ImageEmbedder(runner, {
+      cacheBytes: o.imageCacheBytes ?? DEFAULT_IMAGE_CACHE_BYTES,
+      maxBatchImages: o.maxImageBatch ?? 8,
+      namespace: imageKeyNamespace({
+        visionEncoder: this.port.graphs.vision_encoder,
+        connector: this.port.graphs.connector,
+        preprocessing: this.port.imagePreprocessing,
+      }),
+    });
+    this.loaded = { runner, scheduler, images };
     return this.loaded;
   }
 
@@ -141,12 +169,17 @@ class VlmEngine implements LoadedEngine {
 
   stats(): LoadedEngineStats {
     const s = this.loaded?.scheduler;
-    return {
+    const images = this.loaded?.images;
+    const stats: LoadedEngineStats = {
       running: s?.numRunning ?? 0,
       waiting: s?.numWaiting ?? 0,
       kvCache: s?.kvCacheUsage ?? null,
       steps: { ...(s?.counters ?? { prefillSteps: 0, prefillRows: 0, decodeSteps: 0, decodeRows: 0 }) },
+      imageEncoder: images?.encoderCounters ?? { calls: 0, images: 0 },
     };
+    const cache = images?.cacheStats();
+    if (cache) stats.imageCache = cache;
+    return stats;
   }
 
   async *generate(request: GenerationRequest, signal?: AbortSignal): AsyncIterable<GenerationEvent> {
@@ -155,15 +188,21 @@ class VlmEngine implements LoadedEngine {
     if (request.maxTokens !== null && !(Number.isInteger(request.maxTokens) && request.maxTokens >= 1)) {
       throw new EngineError('invalid_request', `max_tokens must be a positive integer, got ${request.maxTokens}`, { param: 'max_tokens' });
     }
-    const { runner, scheduler } = await this.loading;
+    const { runner, scheduler, images } = await this.loading;
     signal?.throwIfAborted();
+    // Refuse before the prompt's images are decoded and encoded, not after: under a flood the
+    // refused requests must cost nothing, and the vision encoder serves the admitted ones.
+    if (!scheduler.hasRoom(this.preparing)) {
+      throw new EngineError('overloaded', `too many requests waiting (${this.options.maxWaiting ?? 64}); retry later`);
+    }
 
     let seq: Sequence;
+    this.preparing++;
     try {
       const prompt = await preparePrompt(
         request.messages,
         this.port,
-        runner,
+        { embedTokens: (ids) => runner.embedTokens(ids), embedImages: (decoded) => images.embedImages(decoded) },
         { maxImages: this.options.maxImagesPerRequest ?? 4 },
         signal,
       );
@@ -179,6 +218,8 @@ class VlmEngine implements LoadedEngine {
     } catch (err) {
       if (signal?.aborted) throw new EngineError('cancelled', 'the request was cancelled', { cause: err });
       throw toEngineError(err);
+    } finally {
+      this.preparing--;
     }
 
     // Cancellation and deadline mark the sequence; the scheduler finishes it before its next step.

@@ -9,8 +9,10 @@
 // outputs are spliced in at its marker (docs/model-package.md, "Tokenizing a prompt").
 
 import { performance } from 'node:perf_hooks';
+import type { RgbImage } from '../model/index.js';
 import type { ModelRunner } from '../runtime/model-runner.js';
 import { EngineError } from './errors.js';
+import type { ImageEmbeddings, ImageSource } from './image-embedder.js';
 import { IMAGE_MARKER, type ModelPort } from './model-port.js';
 import type { PreparedPrompt } from './sequence.js';
 import type { ChatMessage } from './types.js';
@@ -19,8 +21,28 @@ export interface PrepareLimits {
   maxImages: number;
 }
 
-/** The runner calls prepare needs (a fake can stand in for tests). */
-export type PrepareRunner = Pick<ModelRunner, 'encodeImages' | 'embedTokens'>;
+/** What prepare needs below it: token embeddings, and image embeddings (the engine's are cached and batched). */
+export type PrepareRunner = Pick<ModelRunner, 'embedTokens'> & ImageSource;
+
+/**
+ * A PrepareRunner straight over a runner: each request's images in one encodeImages call of
+ * their own, no cache (tests compare the engine's cached, batched path against this one).
+ */
+export function directRunner(runner: Pick<ModelRunner, 'encodeImages' | 'embedTokens'>): PrepareRunner {
+  return {
+    embedTokens: (ids) => runner.embedTokens(ids),
+    async embedImages(images: RgbImage[]): Promise<ImageEmbeddings> {
+      const out = await runner.encodeImages(images);
+      const data = out.embeds.data as Float32Array;
+      const size = data.length / images.length;
+      return {
+        embeds: images.map((_, i) => data.subarray(i * size, (i + 1) * size)),
+        preprocessSeconds: out.preprocessSeconds,
+        visionSeconds: out.visionSeconds,
+      };
+    },
+  };
+}
 
 export async function preparePrompt(
   messages: ChatMessage[],
@@ -49,17 +71,18 @@ export async function preparePrompt(
   }
 
   // 1. images: decode here (sharp works off the event loop), then resize, normalise, encode
-  //    and project in the vision worker, all images as one batch -> [count, N, D]
+  //    and project in the vision worker (or find them in the image cache) -> count x [N, D]
   const t0 = performance.now();
   const decoded = await Promise.all(images.map((bytes) => model.decodeImage(bytes)));
   const decodeSeconds = (performance.now() - t0) / 1000;
   signal?.throwIfAborted();
-  let imageEmbeds: Float32Array | null = null;
+  let imageEmbeds: Float32Array[] = [];
   let imagePreprocess = decodeSeconds;
   let visionEncoder = 0;
   if (decoded.length > 0) {
-    const encoded = await runner.encodeImages(decoded);
-    imageEmbeds = encoded.embeds.data as Float32Array;
+    const encoded = await runner.embedImages(decoded);
+    if (encoded.embeds.some((e) => e.length !== N * D)) throw new EngineError('internal', `image embeddings are not ${N} x ${D}`);
+    imageEmbeds = encoded.embeds;
     imagePreprocess += encoded.preprocessSeconds;
     visionEncoder = encoded.visionSeconds;
   }
@@ -74,7 +97,7 @@ export async function preparePrompt(
   let image = 0;
   for (const id of ids) {
     if (id === IMAGE_MARKER) {
-      embeds.set(imageEmbeds!.subarray(image * N * D, (image + 1) * N * D), pos * D);
+      embeds.set(imageEmbeds[image], pos * D);
       image++;
       pos += N;
     } else {

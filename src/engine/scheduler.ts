@@ -20,7 +20,7 @@ import type { Sequence } from './sequence.js';
 export interface SchedulerLimits {
   /** Most sequences in prefill or decode at once. */
   maxBatchSize: number;
-  /** Most requests waiting for admission; beyond it requests fail fast with `overloaded`. */
+  /** Most requests waiting for admission beyond the free batch slots; past it requests fail fast with `overloaded`. */
   maxWaiting: number;
   /** Padded positions (rows x longest chunk) per prefill step. */
   prefillChunkTokens: number;
@@ -59,10 +59,20 @@ export class Scheduler {
     return this.kvUsage;
   }
 
+  /**
+   * Whether `ahead` more sequences (queued or about to be) leave room for one more: a sequence
+   * that a free batch slot will take at the next turn is not waiting, so the queue may hold
+   * maxWaiting beyond the free slots (with MAX_WAITING 0, an idle server still serves).
+   */
+  hasRoom(ahead = 0): boolean {
+    const freeSlots = Math.max(0, this.limits.maxBatchSize - this.active.length);
+    return this.waiting.length + ahead < this.limits.maxWaiting + freeSlots;
+  }
+
   /** Queues a prepared sequence; throws `overloaded` when the waiting queue is full. */
   submit(seq: Sequence): void {
     if (this.stopped) throw new EngineError('shutting_down', 'the engine is shutting down');
-    if (this.waiting.length >= this.limits.maxWaiting) {
+    if (!this.hasRoom()) {
       throw new EngineError('overloaded', `too many requests waiting (${this.limits.maxWaiting}); retry later`);
     }
     this.waiting.push(seq);
@@ -119,13 +129,23 @@ export class Scheduler {
     return false;
   }
 
-  /** Finishes sequences whose caller aborted or whose deadline passed, queued or running. */
+  /**
+   * Finishes sequences whose caller aborted or whose deadline passed, queued or running. A
+   * deadline that passes before the first token is an error (`deadline_exceeded`, a retryable
+   * 503), not an empty answer that looks complete.
+   */
   private async reap(): Promise<void> {
     const now = performance.now();
     for (const list of [this.waiting, this.active]) {
       for (const seq of [...list]) {
         if (seq.stopRequested === null && seq.state !== 'finished') continue;
-        if (seq.state !== 'finished') seq.finish(seq.stopRequested!, now);
+        if (seq.state !== 'finished') {
+          if (seq.stopRequested === 'deadline' && seq.generated.length === 0) {
+            seq.fail(new EngineError('deadline_exceeded', 'the request timed out before its first token; retry later'));
+          } else {
+            seq.finish(seq.stopRequested!, now);
+          }
+        }
         await this.release(seq);
       }
     }

@@ -75,6 +75,8 @@ export interface EngineStats {
   running: number; // sequences admitted to the batch
   waiting: number; // sequences waiting for a batch slot
   kvCache: { usedBytes: number; reservedBytes: number; capacityBytes: number } | null;
+  /** The image embedding cache, when there is one: lookups that skipped or needed the vision encoder. */
+  imageCache?: { hits: number; misses: number; bytes: number; entries: number };
 }
 
 export interface Engine {

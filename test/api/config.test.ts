@@ -35,6 +35,7 @@ describe('configuration', () => {
       INTRA_OP_THREADS: 'auto',
       EXECUTION_PROVIDER: 'cuda',
       REQUEST_TIMEOUT: '2.5',
+      IMAGE_CACHE_SIZE: '64MB',
     });
     assert.equal(c.bodyLimitBytes, 64 * 2 ** 20);
     assert.equal(c.kvCacheBytes, 2 * 2 ** 30);
@@ -45,6 +46,9 @@ describe('configuration', () => {
     assert.equal(c.intraOpThreads, null);
     assert.equal(c.executionProvider, 'cuda');
     assert.equal(c.requestTimeoutSeconds, 2.5);
+    assert.equal(c.imageCacheBytes, 64 * 2 ** 20);
+    assert.equal(loadConfig(['--image-cache-size', '0'], {}).imageCacheBytes, 0, '0 turns the image cache off');
+    assert.equal(defaultConfig().imageCacheBytes, 256 * 2 ** 20);
   });
 
   const bad: [string[], NodeJS.ProcessEnv, RegExp][] = [
@@ -57,6 +61,7 @@ describe('configuration', () => {
     [[], { DRAIN_TIMEOUT: '-1' }, /drainTimeoutSeconds .*seconds >= 0/],
     [[], { MAX_IMAGES: '0' }, /maxImages .*integer from 1 to 64/],
     [[], { HOST: ' ' }, /host .*must not be empty/],
+    [[], { IMAGE_CACHE_SIZE: '-1' }, /imageCacheBytes from IMAGE_CACHE_SIZE .*must be a size/],
     [['--nope', '1'], {}, /Unknown option '--nope'.*--help/],
     [['positional'], {}, /positional/],
     [[], { MAX_UPLOAD_SIZE: '64MB', BODY_LIMIT: '32MB' }, /maxUploadBytes \(MAX_UPLOAD_SIZE\).*bodyLimitBytes \(BODY_LIMIT/],

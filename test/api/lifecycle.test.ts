@@ -2,6 +2,7 @@
 // drain itself; request ids; API keys; unknown routes; and what the logs leave out.
 
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -122,6 +123,19 @@ describe('graceful shutdown', () => {
     assert.equal(events.at(-1)!.error.code, 'shutting_down');
     assert.equal(engine.cancelled, 1);
   });
+});
+
+test('shutdown does not wait for idle keep-alive connections', async () => {
+  const t = await startApp({ engine: new FakeEngine(), listen: true });
+  // A client that opened a connection and never sent a request: fastify's keep-alive timeout
+  // (72 s) would hold close() open if the drain did not close idle connections itself.
+  const { port } = new URL(t.url);
+  const socket = connect(Number(port), '127.0.0.1');
+  await new Promise((resolve) => socket.once('connect', resolve));
+  const closed = drainAndClose(t.app, t.host, { drainTimeoutMs: 1000 }).then(() => 'closed');
+  const outcome = await Promise.race([closed, sleep(20_000).then(() => 'still waiting after 20 s')]);
+  socket.destroy();
+  assert.equal(outcome, 'closed');
 });
 
 describe('request ids, keys, routes and logs', () => {

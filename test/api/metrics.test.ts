@@ -29,6 +29,10 @@ const OURS = [
   'request_success_total',
   'images_processed_total',
   'request_errors_total',
+  'request_timeouts_total',
+  'image_cache_hits_total',
+  'image_cache_misses_total',
+  'image_cache_bytes',
 ].map((n) => `tinyllava_${n}`);
 
 /** The value of one sample line, e.g. `tinyllava_prompt_tokens_total` or `x{a="b"}`. */
@@ -88,12 +92,36 @@ describe('metrics', () => {
     }
   });
 
+  test('image cache counters and bytes come from stats().imageCache at scrape time', async () => {
+    const engine = new FakeEngine();
+    let imageCache = { hits: 3, misses: 2, bytes: 4096, entries: 2 };
+    Object.defineProperty(engine, 'stats', { value: () => ({ running: 0, waiting: 0, kvCache: null, imageCache }) });
+    const t = await startApp({ engine });
+    try {
+      let text = (await t.app.inject('/metrics')).body;
+      assert.match(text, /^# TYPE tinyllava_image_cache_hits_total counter$/m);
+      assert.match(text, /^# TYPE tinyllava_image_cache_bytes gauge$/m);
+      assert.equal(sample(text, 'tinyllava_image_cache_hits_total'), 3);
+      assert.equal(sample(text, 'tinyllava_image_cache_misses_total'), 2);
+      assert.equal(sample(text, 'tinyllava_image_cache_bytes'), 4096);
+      imageCache = { hits: 10, misses: 2, bytes: 2048, entries: 1 };
+      text = (await t.app.inject('/metrics')).body;
+      assert.equal(sample(text, 'tinyllava_image_cache_hits_total'), 10);
+      assert.equal(sample(text, 'tinyllava_image_cache_bytes'), 2048);
+    } finally {
+      await t.close();
+    }
+  });
+
   test('an engine without stats() reports the gauges as 0', async () => {
     const engine = new FakeEngine();
     Object.defineProperty(engine, 'stats', { value: undefined });
     const t = await startApp({ engine });
     try {
-      assert.equal(sample((await t.app.inject('/metrics')).body, 'tinyllava_kv_cache_usage_perc'), 0);
+      const text = (await t.app.inject('/metrics')).body;
+      assert.equal(sample(text, 'tinyllava_kv_cache_usage_perc'), 0);
+      assert.equal(sample(text, 'tinyllava_image_cache_hits_total'), 0);
+      assert.equal(sample(text, 'tinyllava_image_cache_bytes'), 0);
     } finally {
       await t.close();
     }

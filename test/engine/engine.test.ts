@@ -186,11 +186,15 @@ describe(`engine behaviour (${main ?? 'no fixtures'})`, { skip: main === undefin
   });
 
   test('timings and usage are reported', async () => {
+    const missesBefore = engine.stats().imageCache!.misses;
     const o = await collect(engine, request(caseMessages(withImage), { maxTokens: 4 }));
     const t = o.done.timings;
     assert.equal(o.done.usage.promptTokens, withImage.input_length);
     assert.equal(o.done.usage.imageTokens, withImage.image_spans.reduce((n, [, len]) => n + len, 0));
-    assert.ok(t.visionEncoder > 0 && t.prefill > 0 && t.firstToken >= t.prefill);
+    assert.ok(t.imagePreprocess > 0 && t.prefill > 0 && t.firstToken >= t.prefill);
+    // an image seen before comes from the cache: no encoder time
+    const missed = engine.stats().imageCache!.misses > missesBefore;
+    assert.ok(missed ? t.visionEncoder > 0 : t.visionEncoder === 0, `visionEncoder ${t.visionEncoder}, missed ${missed}`);
   });
 
   test('context length: prompt + max_tokens over the context fails before any event', async () => {

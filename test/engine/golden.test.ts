@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createEngineFromPort, type LoadedEngine } from '../../src/engine/engine.js';
 import type { ModelPort } from '../../src/engine/model-port.js';
-import { preparePrompt } from '../../src/engine/prepare.js';
+import { directRunner, preparePrompt } from '../../src/engine/prepare.js';
 import { ModelRunner } from '../../src/runtime/model-runner.js';
 import { caseMessages, goldenPackages, goldenPort, loadGolden, request, runnerOptions } from '../support/golden.js';
 
@@ -43,7 +43,7 @@ for (const name of packages) {
 
     test('first-step top-5 logits within 1e-4', async () => {
       for (const [i, c] of golden.cases.entries()) {
-        const prompt = await preparePrompt(caseMessages(c), port, runner, { maxImages: 8 });
+        const prompt = await preparePrompt(caseMessages(c), port, directRunner(runner), { maxImages: 8 });
         assert.equal(prompt.length, c.input_length, `${c.name}: input length`);
         await runner.allocate(i, prompt.length);
         const { logits } = await runner.step([{ seqId: i, embeds: prompt.embeds }]);
@@ -59,7 +59,7 @@ for (const name of packages) {
 
     test('every case in one batch (one prefill step, then decode steps) equals the reference', async () => {
       // Mixed prompt lengths, with and without images, left-padded into one decoder call.
-      const prompts = await Promise.all(golden.cases.map((c) => preparePrompt(caseMessages(c), port, runner, { maxImages: 8 })));
+      const prompts = await Promise.all(golden.cases.map((c) => preparePrompt(caseMessages(c), port, directRunner(runner), { maxImages: 8 })));
       const ids = golden.cases.map((_, i) => 1000 + i);
       for (const [i, p] of prompts.entries()) await runner.allocate(ids[i], p.length + 32);
       const V = port.text.vocabSize;

@@ -176,3 +176,48 @@ test('cancelling queued and running sequences; close cancels the rest', async ()
   assert.throws(() => s.submit(sequence(prompts[1], 1)), (e: unknown) => e instanceof EngineError && e.code === 'shutting_down');
   assert.equal(runner.cache.usage().sequences, 0);
 });
+
+test('admission: first come first served under a full batch; the queue holds maxWaiting beyond the free slots', async () => {
+  const runner = new FakeRunner(1000);
+  const s = new Scheduler(runner, { ...limits, maxBatchSize: 1, maxWaiting: 2 });
+  const seqs = [0, 1, 2].map((i) => sequence(prompts[i], 4));
+  for (const seq of seqs) s.submit(seq);
+  const overloaded = (e: unknown): boolean => e instanceof EngineError && e.code === 'overloaded';
+  assert.throws(() => s.submit(sequence(prompts[1], 4)), overloaded, 'one slot + two waiting: the fourth is refused');
+  await Promise.all(seqs.map(drain));
+  const firstStep = seqs.map((seq) => runner.steps.findIndex((ids) => ids.includes(seq.seqId)));
+  assert.deepEqual([...firstStep].sort((a, b) => a - b), firstStep, `admitted in arrival order (first steps ${firstStep})`);
+  await s.close();
+
+  // MAX_WAITING 0: no queue, but the free batch slots still take requests
+  const noQueue = new Scheduler(new FakeRunner(1000), { ...limits, maxBatchSize: 2, maxWaiting: 0 });
+  const a = sequence(prompts[0], 4);
+  const b = sequence(prompts[1], 4);
+  noQueue.submit(a);
+  noQueue.submit(b);
+  assert.throws(() => noQueue.submit(sequence(prompts[1], 4)), overloaded);
+  await Promise.all([drain(a), drain(b)]);
+  await noQueue.close();
+});
+
+test('a deadline before the first token fails with deadline_exceeded; after it, ends the answer with deadline', async () => {
+  const runner = new FakeRunner(1000);
+  const s = new Scheduler(runner, { ...limits, maxBatchSize: 1 });
+  const running = sequence(prompts[0], 50);
+  const queued = sequence(prompts[1], 50);
+  s.submit(running);
+  s.submit(queued);
+  const rq = drain(queued);
+  queued.stopRequested = 'deadline';
+  s.notify();
+  await assert.rejects(rq, (e: unknown) => e instanceof EngineError && e.code === 'deadline_exceeded');
+  const rr = drain(running);
+  while (running.generated.length < 3) await new Promise((r) => setImmediate(r));
+  running.stopRequested = 'deadline';
+  s.notify();
+  const r = await rr;
+  assert.equal(r.done.finishReason, 'deadline');
+  assert.ok(r.done.usage.completionTokens >= 3 && r.done.usage.completionTokens < 50);
+  await s.close();
+  assert.equal(runner.cache.usage().sequences, 0, 'both reservations were freed');
+});
