@@ -14,7 +14,9 @@ import { performance } from 'node:perf_hooks';
 import { createEngine } from '../src/engine/engine.js';
 import type { GenerationRequest } from '../src/engine/types.js';
 import { ServerProcess } from './server-process.js';
-import { median, percentile, round } from './stats.js';
+import { median, percentile, round, steadyDecodeRate } from './stats.js';
+
+const roundOrNull = (x: number | null): number | null => (x === null ? null : round(x));
 import { streamChat, type StreamResult } from './stream-client.js';
 
 interface Options {
@@ -44,6 +46,8 @@ interface LevelResult {
   itlP50: number;
   itlP95: number;
   meanItl: number;
+  /** Decode tokens/s while all streams decode together (first request of each stream); null if they never do. */
+  steadyDecodeTokensPerSecond: number | null;
   serverRssBytes: number;
 }
 
@@ -104,7 +108,7 @@ function chatBody(o: Options, imageDataUrl: string) {
   };
 }
 
-function summarise(concurrency: number, results: StreamResult[], wall: number, rss: number): LevelResult {
+function summarise(concurrency: number, results: StreamResult[], firstRound: StreamResult[], wall: number, rss: number): LevelResult {
   const ok = results.filter((r) => r.ok);
   const tokens = ok.reduce((s, r) => s + r.tokens, 0);
   const itl = ok.flatMap((r) => r.itl);
@@ -121,6 +125,7 @@ function summarise(concurrency: number, results: StreamResult[], wall: number, r
     itlP50: round(percentile(itl, 50)),
     itlP95: round(percentile(itl, 95)),
     meanItl: round(itl.reduce((s, x) => s + x, 0) / Math.max(1, itl.length)),
+    steadyDecodeTokensPerSecond: roundOrNull(steadyDecodeRate(firstRound.filter((r) => r.ok).map((r) => r.tokenTimes))),
     serverRssBytes: rss,
   };
 }
@@ -142,7 +147,7 @@ async function sweep(o: Options, env: Record<string, string>, label: string): Pr
         }),
       );
       const wall = (performance.now() - t0) / 1000;
-      const level = summarise(c, perStream.flat(), wall, server.stopSampling());
+      const level = summarise(c, perStream.flat(), perStream.map((rs) => rs[0]), wall, server.stopSampling());
       const failed = perStream.flat().find((r) => !r.ok);
       if (failed) console.error(`${label} c=${c}: ${level.failed} failed, e.g. ${failed.status} ${failed.error}`);
       console.error(`${label} c=${c}: ${level.outputTokensPerSecond} tok/s, TTFT p50 ${level.ttftP50}s, ITL p50 ${level.itlP50}s`);
@@ -154,17 +159,21 @@ async function sweep(o: Options, env: Record<string, string>, label: string): Pr
   return levels;
 }
 
-/** One stream through the engine in this process: no HTTP, no JSON, no SSE. */
-async function engineAlone(o: Options, env: Record<string, string>) {
+/**
+ * The engine in this process, no HTTP: one stream (median of `requestsPerStream` runs after a
+ * warm-up), then `batch` concurrent streams for the decode rate at that batch size.
+ */
+async function engineAlone(o: Options, env: Record<string, string>, batch: number) {
   const engine = await createEngine(o.model, {
-    maxBatchSize: 1,
+    maxBatchSize: Math.max(1, batch),
     imageCacheBytes: o.imageCache ? undefined : 0, // as the servers of the sweeps
     intraOpNumThreads: env.INTRA_OP_THREADS ? Number(env.INTRA_OP_THREADS) : undefined,
   });
   await engine.ready();
   const image = new Uint8Array(readFileSync(o.image));
-  const request = (id: string): GenerationRequest => ({
-    id,
+  let n = 0;
+  const request = (): GenerationRequest => ({
+    id: `bench-${n++}`,
     messages: [{ role: 'user', content: [{ type: 'image', data: image }, { type: 'text', text: o.prompt }] }],
     sampling: { temperature: 0, topP: 1, topK: 0, minP: 0, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 0 },
     maxTokens: o.outputTokens,
@@ -173,31 +182,32 @@ async function engineAlone(o: Options, env: Record<string, string>) {
     logprobs: null,
     deadlineMs: null,
   });
-  const runs: { ttft: number; decodeTokensPerSecond: number; tokens: number }[] = [];
-  try {
-    for (let i = 0; i < 1 + o.requestsPerStream; i++) {
-      const t0 = performance.now();
-      let first = NaN;
-      let last = NaN;
-      let tokens = 0;
-      for await (const ev of engine.generate(request(`bench-${i}`))) {
-        if (ev.type === 'delta' && ev.tokenIds.length > 0) {
-          const now = performance.now();
-          if (tokens === 0) first = now;
-          last = now;
-          tokens += ev.tokenIds.length;
-        }
-      }
-      if (i === 0) continue; // warm-up
-      runs.push({ ttft: (first - t0) / 1000, decodeTokensPerSecond: (tokens - 1) / ((last - first) / 1000), tokens });
+  /** Runs one generation and returns its arrival time and token timestamps (seconds). */
+  const run = async () => {
+    const t0 = performance.now() / 1000;
+    const times: number[] = [];
+    for await (const ev of engine.generate(request())) {
+      if (ev.type === 'delta') for (let i = 0; i < ev.tokenIds.length; i++) times.push(performance.now() / 1000);
     }
+    return { t0, times };
+  };
+  try {
+    await run(); // warm-up
+    const single: { ttft: number; rate: number }[] = [];
+    for (let i = 0; i < o.requestsPerStream; i++) {
+      const { t0, times } = await run();
+      single.push({ ttft: times[0] - t0, rate: (times.length - 1) / (times[times.length - 1] - times[0]) });
+    }
+    const together = batch > 1 ? await Promise.all(Array.from({ length: batch }, run)) : [];
+    return {
+      ttft: round(median(single.map((r) => r.ttft))),
+      decodeTokensPerSecond: round(median(single.map((r) => r.rate))),
+      batch,
+      batchSteadyDecodeTokensPerSecond: batch > 1 ? roundOrNull(steadyDecodeRate(together.map((r) => r.times))) : null,
+    };
   } finally {
     await engine.close();
   }
-  return {
-    ttft: round(median(runs.map((r) => r.ttft))),
-    decodeTokensPerSecond: round(median(runs.map((r) => r.decodeTokensPerSecond))),
-  };
 }
 
 function imageDataUrl(path: string): string {
@@ -226,7 +236,13 @@ function markdown(report: ReturnType<typeof buildReport>): string {
   const e = report.engineAlone;
   lines.push(
     '',
-    `Engine alone (no HTTP), one stream: decode ${e.decodeTokensPerSecond} tok/s, TTFT ${e.ttft} s. ` +
+    `Steady decode: tokens/s of all streams while every stream of the level decodes at once (first request of each ` +
+      `stream; '-' when their prefills never let them overlap): ` +
+      report.batched.map((l) => `c=${l.concurrency}: ${l.steadyDecodeTokensPerSecond ?? '-'}`).join(', ') + '.',
+    '',
+    `Engine alone (no HTTP), one stream: decode ${e.decodeTokensPerSecond} tok/s, TTFT ${e.ttft} s` +
+      (e.batch > 1 ? `; ${e.batch} streams at once: ${e.batchSteadyDecodeTokensPerSecond ?? '-'} tok/s steady decode in all ` +
+        `(${e.batchSteadyDecodeTokensPerSecond ? round(e.batchSteadyDecodeTokensPerSecond / e.decodeTokensPerSecond) + 'x one stream' : 'no overlap'}). ` : '. ') +
       `Through HTTP at concurrency 1: decode ${report.httpSingleStreamDecode} tok/s ` +
       `(${report.httpOverDecodeRatio !== null ? Math.round(report.httpOverDecodeRatio * 100) + '% of the engine alone' : 'n/a'}).`,
     '',
@@ -234,7 +250,7 @@ function markdown(report: ReturnType<typeof buildReport>): string {
   return lines.join('\n');
 }
 
-function buildReport(o: Options, batched: LevelResult[], unbatched: LevelResult[], engine: { ttft: number; decodeTokensPerSecond: number }) {
+function buildReport(o: Options, batched: LevelResult[], unbatched: LevelResult[], engine: Awaited<ReturnType<typeof engineAlone>>) {
   const c1 = batched.find((l) => l.concurrency === 1);
   const httpDecode = c1 && c1.meanItl > 0 ? round(1 / c1.meanItl) : null;
   const manifest = JSON.parse(readFileSync(join(o.model, 'manifest.json'), 'utf8'));
@@ -265,7 +281,7 @@ async function main(): Promise<void> {
   if (o.threads) env.INTRA_OP_THREADS = o.threads;
   const batched = await sweep(o, env, 'batched');
   const unbatched = o.unbatched ? await sweep(o, { ...env, MAX_BATCH_SIZE: '1' }, 'unbatched') : [];
-  const engine = await engineAlone(o, env);
+  const engine = await engineAlone(o, env, Math.max(...o.concurrency));
   const report = buildReport(o, batched, unbatched, engine);
   mkdirSync(o.out, { recursive: true });
   const stem = join(o.out, `${report.date.slice(0, 10)}-${report.model}${o.quick ? '-quick' : ''}`);

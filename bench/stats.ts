@@ -20,3 +20,19 @@ export function round(x: number): number {
   if (Math.abs(x) >= 1000) return Math.round(x);
   return Number(x.toPrecision(3));
 }
+
+/**
+ * Aggregate decode rate while every stream is decoding at once: the window runs from the last
+ * stream's first token to the first stream's last token, and counts the tokens of all streams
+ * that arrive inside it. Null when the streams never decode together (e.g. each one's prefill
+ * outlasts the others' answers). This is the batch-N decode speed, free of prefill time.
+ */
+export function steadyDecodeRate(tokenTimes: readonly (readonly number[])[]): number | null {
+  const streams = tokenTimes.filter((t) => t.length > 0);
+  if (streams.length === 0) return null;
+  const start = Math.max(...streams.map((t) => t[0]));
+  const end = Math.min(...streams.map((t) => t[t.length - 1]));
+  if (!(end > start)) return null;
+  const inside = streams.reduce((n, t) => n + t.filter((x) => x > start && x <= end).length, 0);
+  return inside / (end - start);
+}

@@ -12,6 +12,7 @@ export interface StreamResult {
   error?: string;
   ttft: number; // seconds from sending to the first token
   itl: number[]; // seconds between consecutive tokens
+  tokenTimes: number[]; // arrival of each token, seconds on performance.now()'s clock
   tokens: number; // completion tokens (usage)
   promptTokens: number;
   total: number; // seconds from sending to [DONE]
@@ -32,7 +33,7 @@ export async function streamChat(baseUrl: string, body: ChatBody): Promise<Strea
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true }, logprobs: true }),
   });
-  const result: StreamResult = { ok: res.ok, status: res.status, ttft: NaN, itl: [], tokens: 0, promptTokens: 0, total: NaN };
+  const result: StreamResult = { ok: res.ok, status: res.status, ttft: NaN, itl: [], tokenTimes: [], tokens: 0, promptTokens: 0, total: NaN };
   if (!res.ok || !res.body) {
     result.error = await res.text();
     return result;
@@ -65,6 +66,7 @@ export async function streamChat(baseUrl: string, body: ChatBody): Promise<Strea
         // Several tokens in one network read arrived together: the gap belongs to the first.
         if (seen === 0) result.ttft = (now - t0) / 1000;
         else result.itl.push(i === 0 ? (now - last) / 1000 : 0);
+        result.tokenTimes.push(now / 1000);
         seen++;
       }
       if (n > 0) last = now;
