@@ -284,7 +284,9 @@ async function main(): Promise<void> {
   const engine = await engineAlone(o, env, Math.max(...o.concurrency));
   const report = buildReport(o, batched, unbatched, engine);
   mkdirSync(o.out, { recursive: true });
-  const stem = join(o.out, `${report.date.slice(0, 10)}-${report.model}${o.quick ? '-quick' : ''}`);
+  const precision = report.quantization ? report.quantization.method : report.dtype;
+  const mode = o.quick ? '-quick' : o.imageCache ? '-image-cache' : '';
+  const stem = join(o.out, `${report.date.slice(0, 10)}-${report.model}-${precision}${mode}`);
   writeFileSync(`${stem}.json`, JSON.stringify(report, null, 2) + '\n');
   writeFileSync(`${stem}.md`, markdown(report));
   console.log(markdown(report));

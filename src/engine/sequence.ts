@@ -112,7 +112,9 @@ export class Sequence {
     }
     const r = this.stops.push(text);
     if (r.stopped) return this.finish('stop', now, r.text);
-    if (r.text.length > 0) this.emit(r.text);
+    // One delta per token, its text possibly empty (held back): consumers see every token when
+    // it is generated (its logprob, the inter-token latency), even inside a long byte run.
+    this.emit(r.text);
 
     // 4. length limit
     if (this.generated.length >= this.maxNewTokens) return this.finish('length', now);

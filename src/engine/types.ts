@@ -44,7 +44,11 @@ export interface TokenLogprob {
   top: { token: string; logprob: number; bytes: number[] }[];
 }
 
-/** Streamed to the caller in order: zero or more `delta`, then exactly one `done` (or a thrown error). */
+/**
+ * Streamed to the caller in order: one `delta` per generated token (its `text` may be empty
+ * while characters are incomplete or a stop string may be starting; held-back text comes with
+ * a later token), then exactly one `done` (or a thrown error). A final EOS has no delta.
+ */
 export type GenerationEvent =
   | { type: 'delta'; text: string; tokenIds: number[]; logprobs?: TokenLogprob[] }
   | {

@@ -21,7 +21,7 @@ test('bench --quick writes JSON and Markdown with every measurement', { timeout:
     );
     const files = readdirSync(out).sort();
     assert.equal(files.length, 2);
-    assert.match(files[0], /tiny-random-qwen2-siglip-quick\.json$/);
+    assert.match(files[0], /tiny-random-qwen2-siglip-fp32-quick\.json$/);
     const report = JSON.parse(readFileSync(join(out, files[0]), 'utf8'));
     assert.deepEqual(report.batched.map((l: { concurrency: number }) => l.concurrency), [1, 2]);
     assert.deepEqual(report.unbatched.map((l: { concurrency: number }) => l.concurrency), [1, 2]);

@@ -126,9 +126,11 @@ def test_batched_rows_with_different_lengths_equal_single_rows(exported, preset)
 def test_fp16_and_int4_exports_report_parity(exported):
     fp16 = exported("tiny-qwen2-siglip", dtype="fp16")
     assert fp16.manifest["dtype"] == "fp16" and fp16.manifest["files"]["decoder"].endswith("_fp16.onnx")
+    assert fp16.manifest["name"] == "random-tiny-qwen2-siglip-fp16"  # precision in the default name
     assert fp16.parity.dtype == "fp16" and fp16.parity.rel_logit_diff < 0.05
     q4 = exported("tiny-qwen2-siglip", quantize="int4")
     assert q4.manifest["quantization"]["format"] == "MatMulNBits"
+    assert q4.manifest["name"] == "random-tiny-qwen2-siglip-int4"
     assert q4.parity.dtype == "int4"
     import onnx
     ops = {n.op_type for n in onnx.load(str(q4.out_dir / q4.manifest["files"]["decoder"])).graph.node}

@@ -177,7 +177,8 @@ def run_export(out: Path, *, preset: str | None = None, checkpoint: Path | None 
             from .fixtures.tokenizers import train_tokenizer
             tokenizer = train_tokenizer(p.tokenizer_style, tok_dir)
             parts = from_preset(p, len(tokenizer), seed)
-            name = name or f"random-{preset}"
+            precision = "int4" if quantize == "int4" else dtype
+            name = name or f"random-{preset}" + ("" if precision == "fp32" else f"-{precision}")
         else:
             parts = from_checkpoint(checkpoint)
             tokenizer = _checkpoint_tokenizer(checkpoint, tok_dir)
