@@ -286,7 +286,8 @@ async function main(): Promise<void> {
   mkdirSync(o.out, { recursive: true });
   const precision = report.quantization ? report.quantization.method : report.dtype;
   const mode = o.quick ? '-quick' : o.imageCache ? '-image-cache' : '';
-  const stem = join(o.out, `${report.date.slice(0, 10)}-${report.model}-${precision}${mode}`);
+  const name = report.model.endsWith(`-${precision}`) ? report.model : `${report.model}-${precision}`;
+  const stem = join(o.out, `${report.date.slice(0, 10)}-${name}${mode}`);
   writeFileSync(`${stem}.json`, JSON.stringify(report, null, 2) + '\n');
   writeFileSync(`${stem}.md`, markdown(report));
   console.log(markdown(report));

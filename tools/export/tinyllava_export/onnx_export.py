@@ -183,10 +183,15 @@ def to_fp16(path: Path) -> None:
     save_graph(model, path)
 
 
+ACCURACY_LEVEL = 4
+
+
 def quantize_int4(path: Path, block_size: int = 32) -> None:
     """int4 weights for every MatMul with a constant weight (MatMulNBits, run by ORT's CPU provider)."""
     from onnxruntime.quantization.matmul_4bits_quantizer import MatMul4BitsQuantizer
     model = onnx.load(str(path))
-    quant = MatMul4BitsQuantizer(model, block_size=block_size, is_symmetric=True)
+    # accuracy_level 4: onnxruntime's CPU kernel quantises activations to int8 and uses integer
+    # dot products (as llama.cpp's Q4_0 x Q8_0 does) instead of dequantising weights to fp32.
+    quant = MatMul4BitsQuantizer(model, block_size=block_size, is_symmetric=True, accuracy_level=ACCURACY_LEVEL)
     quant.process()
     save_graph(quant.model.model, path)
