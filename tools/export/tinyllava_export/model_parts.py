@@ -95,13 +95,6 @@ def build_connector(kind: str, vision_hidden: int, hidden: int) -> nn.Module:
                       "(resampler and qformer connectors are not supported)")
 
 
-def _llm_from_config(family: str, text_kwargs: dict):
-    cfg_name, cls_name = LLM_CLASSES[family]
-    cfg = getattr(transformers, cfg_name)(**text_kwargs)
-    cfg._attn_implementation = "eager"
-    return getattr(transformers, cls_name)(cfg)
-
-
 def _init_(module: nn.Module, std: float, gen: torch.Generator) -> None:
     """Deterministic random init (independent of transformers' init order)."""
     for name, p in sorted(module.named_parameters(), key=lambda kv: kv[0]):
@@ -129,12 +122,9 @@ def from_preset(preset: Preset, tokenizer_size: int, seed: int) -> ModelParts:
         raise ExportError(f"preset {preset.name}: vocab_size {text['vocab_size']} < tokenizer size {tokenizer_size}")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    llm = _llm_from_config(preset.family, text)
-    vcfg_cls, vmodel_cls = VISION_CLASSES[preset.vision]
-    vcfg = vcfg_cls(**preset.vision_cfg)
-    vcfg._attn_implementation = "eager"
-    vision = vmodel_cls(vcfg)
-    connector = build_connector(preset.connector, vcfg.hidden_size, text["hidden_size"])
+    llm = _build_llm(preset.family, text)
+    vision = _build_vision(preset.vision, preset.vision_cfg)
+    connector = build_connector(preset.connector, vision.config.hidden_size, text["hidden_size"])
     if preset.tiny:
         for m in (vision, connector, llm):
             _init_(m, preset.init_std, gen)
@@ -216,20 +206,26 @@ def _vision_family(vision_cfg: dict, where: str) -> str:
     return VISION_MODEL_TYPES[mt]
 
 
+# Keys a stored config dict carries about itself, not about the model's shape.
+_CONFIG_META_KEYS = ("model_type", "architectures", "_name_or_path", "transformers_version", "auto_map", "torch_dtype")
+
+
+def _config_kwargs(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in _CONFIG_META_KEYS}
+
+
 def _build_llm(family: str, text_cfg: dict):
+    """A transformers *ForCausalLM (eager attention) from config values: preset or checkpoint."""
     cfg_name, cls_name = LLM_CLASSES[family]
-    kwargs = {k: v for k, v in text_cfg.items() if k not in ("model_type", "architectures", "_name_or_path",
-                                                               "transformers_version", "auto_map", "torch_dtype")}
-    cfg = getattr(transformers, cfg_name)(**kwargs)
+    cfg = getattr(transformers, cfg_name)(**_config_kwargs(text_cfg))
     cfg._attn_implementation = "eager"
     return getattr(transformers, cls_name)(cfg)
 
 
 def _build_vision(family: str, vision_cfg: dict):
+    """A transformers SigLIP/CLIP vision model (eager attention) from config values."""
     cfg_cls, model_cls = VISION_CLASSES[family]
-    kwargs = {k: v for k, v in vision_cfg.items() if k not in ("model_type", "architectures", "_name_or_path",
-                                                                 "transformers_version", "torch_dtype")}
-    cfg = cfg_cls(**kwargs)
+    cfg = cfg_cls(**_config_kwargs(vision_cfg))
     cfg._attn_implementation = "eager"
     return model_cls(cfg)
 

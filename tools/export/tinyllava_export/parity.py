@@ -63,16 +63,9 @@ class OnnxPackageRunner:
         return self.connector.run(None, {"image_features": features})[0]
 
     def splice(self, prompt_ids: list[int], embeds: list[np.ndarray]) -> np.ndarray:
-        pieces, text, images = [], [], iter(embeds)
-        for tok in prompt_ids + [None]:
-            if tok is None or tok == R.IMAGE:
-                if text:
-                    pieces.append(self.embed.run(None, {"input_ids": np.array([text], dtype=np.int64)})[0])
-                    text = []
-                if tok == R.IMAGE:
-                    pieces.append(next(images))
-            else:
-                text.append(tok)
+        images = iter(embeds)
+        pieces = [next(images) if run is None else self.embed.run(None, {"input_ids": np.array([run], dtype=np.int64)})[0]
+                  for run in R.segments(prompt_ids)]
         return np.concatenate(pieces, axis=1)
 
     def step(self, embeds: np.ndarray, cache: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:

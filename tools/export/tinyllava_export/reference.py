@@ -30,20 +30,25 @@ def image_embeds(parts: ModelParts, pixel_values: torch.Tensor) -> torch.Tensor:
     return parts.connector(image_features(parts, pixel_values))
 
 
+def segments(prompt_ids: list[int]) -> list[list[int] | None]:
+    """Prompt ids split into runs of text ids, with None where an image goes."""
+    out: list[list[int] | None] = []
+    for tok in prompt_ids:
+        if tok == IMAGE:
+            out.append(None)
+        elif out and out[-1] is not None:
+            out[-1].append(tok)
+        else:
+            out.append([tok])
+    return out
+
+
 @torch.no_grad()
 def splice(parts: ModelParts, prompt_ids: list[int], embeds: list[torch.Tensor]) -> torch.Tensor:
     """Text embeddings with each IMAGE position replaced by one image's embeddings [1, L, D]."""
     embed = parts.llm.get_input_embeddings()
-    pieces, text, images = [], [], iter(embeds)
-    for tok in prompt_ids + [None]:
-        if tok is None or tok == IMAGE:
-            if text:
-                pieces.append(embed(torch.tensor([text])))
-                text = []
-            if tok == IMAGE:
-                pieces.append(next(images))
-        else:
-            text.append(tok)
+    images = iter(embeds)
+    pieces = [next(images) if run is None else embed(torch.tensor([run])) for run in segments(prompt_ids)]
     return torch.cat(pieces, dim=1)
 
 
