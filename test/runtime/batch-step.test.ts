@@ -74,13 +74,15 @@ test('feeds: shapes, left padding, mask and position ids', () => {
     cache,
     D,
   );
-  assert.equal(step.pastLength, 8);
+  // The two pasts (5 and 8) moved into one cache block of 16 positions (their reservation):
+  // each row's unused tail is masked out.
+  assert.equal(step.pastLength, 16);
   assert.equal(step.newPositions, 6);
   assert.deepEqual(step.feeds.inputs_embeds.dims, [2, 6, D]);
-  assert.deepEqual(step.feeds['past_key_values.1.value'].dims, [2, H, 8, Dh]);
+  assert.deepEqual(step.feeds['past_key_values.1.value'].dims, [2, H, 16, Dh]);
   assert.deepEqual(
     [...(step.feeds.attention_mask.data as BigInt64Array)].map(Number),
-    [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, ...Array(14).fill(1)],
+    [...Array(5).fill(1), ...Array(11).fill(0), 0, 0, 0, 1, 1, 1, ...Array(8).fill(1), ...Array(8).fill(0), ...Array(6).fill(1)],
   );
   assert.deepEqual([...(step.feeds.position_ids.data as BigInt64Array)].map(Number), [0, 0, 0, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
   const e = step.feeds.inputs_embeds.data as Float32Array;

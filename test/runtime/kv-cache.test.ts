@@ -54,11 +54,12 @@ test('append takes a row’s last `count` positions (left padding) and gather la
   assert.equal(c.length(2), 2);
 
   const g = c.gather([2, 1]);
-  assert.equal(g.pastLength, 4);
+  // Both moved into one block with room for the next token, capped by their reservation of 10.
+  assert.equal(g.pastLength, 10);
   assert.deepEqual(g.lengths, [2, 4]);
-  assert.deepEqual([...g.mask], [1, 1, 0, 0, 1, 1, 1, 1]);
+  assert.deepEqual([...g.mask], [1, 1, ...Array(8).fill(0), 1, 1, 1, 1, ...Array(6).fill(0)]);
   const { numKvHeads: H, headDim: Dh } = layout;
-  const at = (a: Float32Array, b: number, h: number, j: number, d: number): number => a[((b * H + h) * 4 + j) * Dh + d];
+  const at = (a: Float32Array, b: number, h: number, j: number, d: number): number => a[((b * H + h) * 10 + j) * Dh + d];
   for (let l = 0; l < 2; l++)
     for (let h = 0; h < H; h++)
       for (let d = 0; d < Dh; d++) {
@@ -110,4 +111,106 @@ test('a single sequence is gathered without copying: its storage, tail masked ou
   c.allocate(2, 10);
   c.append(2, presents(1, 3), 0, 3);
   assert.equal(c.gather([2]).pastLength, 10);
+});
+
+/** Sequence `seq`'s positions as the gathered feed shows them: [layer][kv][h][j][d] flattened. */
+function rowOf(g: ReturnType<JsKvCache['gather']>, b: number): number[] {
+  const { numLayers: L, numKvHeads: H, headDim: Dh } = layout;
+  const P = g.pastLength;
+  const out: number[] = [];
+  for (let l = 0; l < L; l++)
+    for (const a of [g.keys[l], g.values[l]])
+      for (let h = 0; h < H; h++)
+        for (let j = 0; j < g.lengths[b]; j++) for (let d = 0; d < Dh; d++) out.push(a[((b * H + h) * P + j) * Dh + d]);
+  return out;
+}
+
+test('a decode batch is fed from one block: no copy while the same sequences step together', () => {
+  const c = new JsKvCache(layout, perPos * 10000);
+  for (const id of [1, 2, 3]) {
+    c.allocate(id, 300);
+    c.append(id, presents(1, 4 + id, id), 0, 4 + id); // prefills of 5, 6, 7 positions
+  }
+  const first = c.gather([1, 2, 3]);
+  const expected = [0, 1, 2].map((b) => rowOf(first, b));
+  const storage = first.keys[0].buffer;
+  for (let step = 0; step < 100; step++) {
+    const g = c.gather([1, 2, 3]);
+    if (step < 50) assert.equal(g.keys[0].buffer, storage, `step ${step}: the same storage, not a copy`);
+    // one new position per row, as a decode step appends
+    const p = presents(3, 1, 10 + step);
+    [1, 2, 3].forEach((id, b) => c.append(id, p, b, 1));
+  }
+  const after = c.gather([1, 2, 3]);
+  assert.deepEqual(after.lengths, [105, 106, 107]);
+  assert.ok(after.pastLength >= 108, 'the block grew');
+  for (let b = 0; b < 3; b++) {
+    const got = rowOf(after, b);
+    // the prefill positions survived the growth, in every layer, head and half
+    const L = layout.numLayers;
+    const perHead = (n: number): number => n * layout.headDim;
+    for (let l = 0; l < L; l++)
+      for (let kv = 0; kv < 2; kv++)
+        for (let h = 0; h < layout.numKvHeads; h++) {
+          const oldAt = ((l * 2 + kv) * layout.numKvHeads + h) * perHead(5 + b);
+          const newAt = ((l * 2 + kv) * layout.numKvHeads + h) * perHead(105 + b);
+          assert.deepEqual(got.slice(newAt, newAt + perHead(5 + b)), expected[b].slice(oldAt, oldAt + perHead(5 + b)));
+          // the decode positions are the appended ones
+          assert.equal(got[newAt + perHead(5 + b) + 1], code(10, l, kv, b, h, 0, 1));
+          assert.equal(got[newAt + perHead(104 + b) + 2], code(109, l, kv, b, h, 0, 2));
+        }
+  }
+});
+
+test('joins, leaves, reorders and single-sequence feeds keep every sequence’s positions', () => {
+  const c = new JsKvCache(layout, perPos * 10000);
+  // reference: what each sequence should hold, appended in the same order
+  const want = new Map<number, { tag: number; b: number; t: number }[]>();
+  const append = (id: number, p: PresentTensors, tag: number, b: number, count: number): void => {
+    c.append(id, p, b, count);
+    for (let t = p.newPositions - count; t < p.newPositions; t++) want.get(id)!.push({ tag, b, t });
+  };
+  const check = (ids: number[]): void => {
+    const g = c.gather(ids);
+    ids.forEach((id, b) => {
+      assert.equal(g.lengths[b], want.get(id)!.length);
+      for (let i = 0; i < g.mask.length / ids.length; i++) assert.equal(g.mask[b * g.pastLength + i], i < g.lengths[b] ? 1 : 0);
+      const { numKvHeads: H, headDim: Dh } = layout;
+      want.get(id)!.forEach(({ tag, b: pb, t }, j) => {
+        for (let l = 0; l < layout.numLayers; l++)
+          for (let h = 0; h < H; h++) {
+            assert.equal(g.keys[l][((b * H + h) * g.pastLength + j) * Dh + 1], code(tag, l, 0, pb, h, t, 1), `seq ${id} pos ${j}`);
+            assert.equal(g.values[l][((b * H + h) * g.pastLength + j) * Dh + 2], code(tag, l, 1, pb, h, t, 2));
+          }
+      });
+    });
+  };
+  let tag = 0;
+  const step = (ids: number[], counts: number[]): void => {
+    check(ids);
+    const T = Math.max(...counts);
+    const p = presents(ids.length, T, ++tag);
+    ids.forEach((id, b) => append(id, p, tag, b, counts[b]));
+  };
+  for (const id of [1, 2, 3, 4]) {
+    c.allocate(id, 200);
+    want.set(id, []);
+  }
+  step([1], [9]); // prefill alone
+  step([2, 3], [4, 6]); // two prefills together
+  step([1, 2, 3], [1, 1, 1]); // decode batch
+  step([1, 2, 3], [1, 1, 1]);
+  c.free(3); // the last row leaves
+  want.delete(3);
+  step([1, 2], [1, 1]);
+  step([4], [70]); // a new prefill, longer than a growth block
+  step([1, 2, 4], [1, 1, 1]); // it joins
+  step([4, 1, 2], [1, 1, 1]); // another order
+  c.free(1); // a middle row leaves
+  want.delete(1);
+  step([4, 2], [1, 1]);
+  step([2], [3]); // fed alone from a shared block
+  step([4, 2], [1, 1]);
+  check([2, 4]);
+  assert.equal(c.usage().usedBytes, (want.get(2)!.length + want.get(4)!.length) * perPos);
 });
