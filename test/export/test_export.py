@@ -141,6 +141,24 @@ def test_fp16_and_int4_exports_report_parity(exported):
     assert all(any(a.name == "accuracy_level" for a in n.attribute) for n in nodes)
 
 
+def test_int4_block_size_reaches_graph_and_manifest(exported):
+    q4 = exported("tiny-qwen2-siglip", quantize="int4", block_size=16)
+    assert q4.manifest["quantization"]["block_size"] == 16
+    import onnx
+    nodes = [n for n in onnx.load(str(q4.out_dir / q4.manifest["files"]["decoder"])).graph.node
+             if n.op_type == "MatMulNBits"]
+    assert nodes and all(onnx.helper.get_attribute_value(a) == 16
+                         for n in nodes for a in n.attribute if a.name == "block_size")
+
+
+def test_block_size_needs_int4():
+    from tinyllava_export.__main__ import parse_args
+    with pytest.raises(SystemExit):
+        parse_args(["--random-init", "tiny-qwen2-siglip", "--out", "/tmp/never", "--block-size", "128"])
+    assert parse_args(["--random-init", "tiny-qwen2-siglip", "--out", "/x", "--quantize", "int4",
+                       "--block-size", "128"]).block_size == 128
+
+
 def test_failed_parity_leaves_nothing(tmp_path, monkeypatch):
     import tinyllava_export.parity as parity
     monkeypatch.setattr(parity, "FP32_REL_TOLERANCE", 0.0)

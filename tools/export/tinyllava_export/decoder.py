@@ -192,18 +192,21 @@ class _Layer(nn.Module):
         k = self.k(x).view(b, t, s.num_kv_heads, s.head_dim).transpose(1, 2)
         v = self.v(x).view(b, t, s.num_kv_heads, s.head_dim).transpose(1, 2)
         q, k = self.rotary(q, cos, sin), self.rotary(k, cos, sin)
-        keys = torch.cat((past_k, k), dim=2)  # [B,Hkv,K,Dh]
-        values = torch.cat((past_v, v), dim=2)
         # Grouped-query attention without copying K/V per query head: query head h = j*rep + r
         # (transformers' repeat_kv order) is stacked under its KV head j as [B,Hkv,rep*T,Dh].
         # Materialising the repeated K/V instead costs rep x the whole cache in memory traffic
         # per step, more than the weights themselves at batch 8.
         hkv, rep = s.num_kv_heads, s.num_heads // s.num_kv_heads
         qg = q.reshape(b, hkv, rep * t, s.head_dim)
-        scores = torch.matmul(qg, keys.transpose(2, 3)) / math.sqrt(s.head_dim)  # [B,Hkv,rep*T,K]
-        scores = scores.reshape(b, hkv, rep, t, -1) + bias[:, :, None]  # bias [B,1,1,T,K]
+        # The past and the new positions are attended as two blocks of one softmax, so that the
+        # past is read where it lies instead of being concatenated with the new keys first (a
+        # copy of the whole cache per step: 14% of an int4 batch-8 decode step at 800 positions).
+        p = past_k.shape[2]
+        scores = torch.cat((torch.matmul(qg, past_k.transpose(2, 3)), torch.matmul(qg, k.transpose(2, 3))), dim=-1)
+        scores = scores / math.sqrt(s.head_dim)  # [B,Hkv,rep*T,P+T]
+        scores = scores.reshape(b, hkv, rep, t, -1) + bias[:, :, None]  # bias [B,1,1,T,P+T]
         probs = torch.softmax(scores, dim=-1).reshape(b, hkv, rep * t, -1)
-        out = torch.matmul(probs, values)  # [B,Hkv,rep*T,Dh]
+        out = torch.matmul(probs[..., :p], past_v) + torch.matmul(probs[..., p:], v)  # [B,Hkv,rep*T,Dh]
         out = out.reshape(b, s.num_heads, t, s.head_dim).transpose(1, 2).reshape(b, t, s.num_heads * s.head_dim)
         return self.o(out), k, v
 

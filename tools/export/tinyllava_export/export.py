@@ -95,7 +95,7 @@ def check_tokenizer(tokenizer_dir: Path, fields: dict):
 
 
 def build_manifest(parts: ModelParts, name: str, tokenizer, fields: dict, proc, dtype: str,
-                   quantize: str | None, files: dict) -> dict:
+                   quantize: str | None, files: dict, block_size: int = 32) -> dict:
     cfg, vcfg = parts.llm.config, parts.vision.config
     spec = X.build_export_decoder(parts.family, parts.llm).spec
     bos = tokenizer.bos_token_id if getattr(tokenizer, "add_bos_token", False) or _adds_bos(tokenizer) else None
@@ -107,7 +107,7 @@ def build_manifest(parts: ModelParts, name: str, tokenizer, fields: dict, proc, 
                    "exporter_version": __version__, "transformers_version": transformers.__version__,
                    "torch_version": torch.__version__.split("a")[0]},
         "dtype": dtype,
-        "quantization": ({"method": "int4", "format": "MatMulNBits", "block_size": 32, "symmetric": True}
+        "quantization": ({"method": "int4", "format": "MatMulNBits", "block_size": block_size, "symmetric": True}
                          if quantize == "int4" else None),
         "max_context": int(min(parts.max_context, cfg.max_position_embeddings)),
         "files": files,
@@ -145,19 +145,19 @@ def _write_graphs(parts: ModelParts, stage: Path, files: dict, progress: Progres
     X.export_decoder(parts, stage / files["decoder"])
 
 
-def _convert_precision(stage: Path, files: dict, quantize: str | None) -> None:
+def _convert_precision(stage: Path, files: dict, quantize: str | None, block_size: int) -> None:
     for key in ("vision_encoder", "connector", "embed_tokens", "decoder"):
         path = stage / files[key]
         if quantize == "int4":
             if key in ("decoder", "vision_encoder"):  # the MatMul-heavy graphs
-                X.quantize_int4(path)
+                X.quantize_int4(path, block_size)
         else:
             X.to_fp16(path)
 
 
 def run_export(out: Path, *, preset: str | None = None, checkpoint: Path | None = None, seed: int = 0,
-               dtype: str = "fp32", quantize: str | None = None, force: bool = False, quiet: bool = False,
-               name: str | None = None, keep_parts: bool = True) -> ExportResult:
+               dtype: str = "fp32", quantize: str | None = None, block_size: int = 32, force: bool = False,
+               quiet: bool = False, name: str | None = None, keep_parts: bool = True) -> ExportResult:
     """Exports a preset or checkpoint to `out`. keep_parts=False frees the PyTorch model before
     the parity check (the command line does, so real-size models fit in memory); the result's
     `parts` is then None."""
@@ -197,7 +197,7 @@ def run_export(out: Path, *, preset: str | None = None, checkpoint: Path | None 
         for f in TOKENIZER_FILES:
             if (tok_dir / f).exists():
                 shutil.copy(tok_dir / f, stage / f)
-        manifest = build_manifest(parts, name, tokenizer, fields, proc, dtype, quantize, files)
+        manifest = build_manifest(parts, name, tokenizer, fields, proc, dtype, quantize, files, block_size)
         try:
             M.validate(manifest)
         except ValueError as e:  # a bug of ours or an unusual checkpoint: say which field
@@ -209,7 +209,7 @@ def run_export(out: Path, *, preset: str | None = None, checkpoint: Path | None 
             gc.collect()
         if dtype == "fp16" or quantize:
             progress.step(f"converting precision ({'int4 weights' if quantize else 'fp16'})")
-            _convert_precision(stage, files, quantize)
+            _convert_precision(stage, files, quantize, block_size)
         progress.step("parity check: onnxruntime against the PyTorch reference")
         report = check_parity(ref, stage, files, num_layers, pixels.numpy(), prompt_ids,
                               "int4" if quantize == "int4" else dtype)
