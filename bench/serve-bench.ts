@@ -7,7 +7,7 @@
 // All three run in one invocation because these machines are noisy: ratios are only meaningful
 // within one run. Writes <out>/<date>-<model>.json and .md.
 
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
@@ -287,7 +287,10 @@ async function main(): Promise<void> {
   const precision = report.quantization ? report.quantization.method : report.dtype;
   const mode = o.quick ? '-quick' : o.imageCache ? '-image-cache' : '';
   const name = report.model.endsWith(`-${precision}`) ? report.model : `${report.model}-${precision}`;
-  const stem = join(o.out, `${report.date.slice(0, 10)}-${name}${mode}`);
+  // A repeated run on the same day gets -2, -3...: runs are repeated for medians (bench:summary).
+  const base = join(o.out, `${report.date.slice(0, 10)}-${name}${mode}`);
+  let stem = base;
+  for (let n = 2; existsSync(`${stem}.json`); n++) stem = `${base}-${n}`;
   writeFileSync(`${stem}.json`, JSON.stringify(report, null, 2) + '\n');
   writeFileSync(`${stem}.md`, markdown(report));
   console.log(markdown(report));
