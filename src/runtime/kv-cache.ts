@@ -169,6 +169,7 @@ export class JsKvCache implements KvCache {
 
   gather(seqIds: readonly number[]): PastFeeds {
     if (seqIds.length === 0) throw new Error('KV cache: gather of no sequences');
+    if (new Set(seqIds).size !== seqIds.length) throw new Error(`KV cache: a sequence appears twice in [${seqIds}]`);
     const seqs = seqIds.map((id) => this.get(id));
     if (!isRowRun(seqs)) this.moveToNewBlock(seqs);
     // Consecutive rows of one block: their slice of the block is the feed; each row's tail

@@ -96,6 +96,8 @@ test('gather of empty sequences gives P = 0', () => {
   assert.equal(g.keys[0].length, 0);
   assert.equal(g.mask.length, 0);
   assert.throws(() => c.gather([3]), /unknown sequence 3/);
+  assert.throws(() => c.gather([1, 2, 1]), /appears twice/);
+  assert.throws(() => c.gather([]), /no sequences/);
 });
 
 test('a single sequence is gathered without copying: its storage, tail masked out', () => {
