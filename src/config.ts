@@ -240,7 +240,7 @@ export const SETTINGS: { readonly [K in keyof Config]: Setting<Config[K]> } = {
     env: 'VISION_INTRA_OP_THREADS',
     flag: 'vision-intra-op-threads',
     default: null,
-    defaultText: 'auto (half the cores)',
+    defaultText: 'auto (all cores)',
     description: "ONNX Runtime intra-op threads of the vision encoder's worker.",
     parse: auto(integer(1, 1024)),
   },

@@ -40,7 +40,13 @@ export interface RunnerOptions {
   /** When CUDA is asked for but its provider library is missing: run on CPU instead of failing. */
   cudaFallbackToCpu?: boolean;
   deviceId?: number;
-  /** ORT intra-op threads per worker; default: all cores for the text worker, half for vision. */
+  /**
+   * ORT intra-op threads per worker; default: all cores for both. Idle workers' threads sleep
+   * (no spinning), so the vision encoder gets every core while no decoding runs, and shares
+   * them with the decoder otherwise. Measured on 2 cores, Qwen2-0.5B+SigLIP, distinct images:
+   * time to first token at concurrency 1 went from 10.2 s to 6.7 s against half the cores, and
+   * at concurrency 4 the inter-token latency p95 stayed the same (0.21 s -> 0.20 s).
+   */
   intraOpNumThreads?: number;
   visionIntraOpNumThreads?: number;
   /** Run vision_encoder + connector in their own worker (default true). */
@@ -161,7 +167,7 @@ export class ModelRunner {
       ? new WorkerClient(
           {
             graphs: visionGraphs,
-            session: session(o.visionIntraOpNumThreads ?? Math.max(1, Math.floor(cores / 2))),
+            session: session(o.visionIntraOpNumThreads ?? cores),
             imagePreprocessing: o.imagePreprocessing,
           },
           'vision',
