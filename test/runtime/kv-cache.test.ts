@@ -115,7 +115,7 @@ test('a single sequence is gathered without copying: its storage, tail masked ou
   assert.equal(c.gather([2]).pastLength, 10);
 });
 
-/** Sequence `seq`'s positions as the gathered feed shows them: [layer][kv][h][j][d] flattened. */
+/** Row b's cached positions as the gathered feed shows them: [layer][kv][h][j][d] flattened. */
 function rowOf(g: ReturnType<JsKvCache['gather']>, b: number): number[] {
   const { numLayers: L, numKvHeads: H, headDim: Dh } = layout;
   const P = g.pastLength;
