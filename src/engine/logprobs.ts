@@ -8,12 +8,16 @@ export interface RowLogprobs {
   top: { id: number; logprob: number }[];
 }
 
+// Runs on the main thread between decoder steps, once per row per step when logprobs are asked
+// for: indexed loops, because for...of over a typed array took 1.7x as long (4.7 ms against
+// 2.8 ms for Qwen2's 151,936 logits; 8 rows of that per step was a fifth of a batch-8 step).
 export function logSumExp(logits: Float32Array): number {
+  const n = logits.length;
   let max = -Infinity;
-  for (const l of logits) if (l > max) max = l;
+  for (let i = 0; i < n; i++) if (logits[i] > max) max = logits[i];
   if (max === -Infinity) return -Infinity;
   let sum = 0;
-  for (const l of logits) sum += Math.exp(l - max);
+  for (let i = 0; i < n; i++) sum += Math.exp(logits[i] - max);
   return max + Math.log(sum);
 }
 
