@@ -10,7 +10,6 @@
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import sharp from 'sharp';
 import { decodeImage } from '../../src/model/image/decode.js';
@@ -20,29 +19,10 @@ import type { ImagePreprocessing } from '../../src/model/manifest-types.js';
 import { buildPrompt } from '../../src/model/prompt.js';
 import type { PromptMessage } from '../../src/model/template.js';
 import { TextTokenizer } from '../../src/model/tokenizer.js';
+import { fixturesDir, type Golden, type GoldenCase } from '../support/golden.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const fixtures = path.resolve(process.env.TINYLLAVA_FIXTURES ?? path.join(repoRoot, 'test/fixtures'));
-const goldenDir = path.join(fixtures, 'golden');
+const goldenDir = path.join(fixturesDir, 'golden');
 const pixelsDir = path.join(goldenDir, 'pixels');
-
-interface GoldenCase {
-  name: string;
-  messages: { role: 'system' | 'user' | 'assistant'; content: string | ({ type: 'text'; text: string } | { type: 'image'; file: string })[] }[];
-  system: string | null;
-  prompt: string;
-  prompt_ids: number[];
-  input_length: number;
-  image_spans: [number, number][];
-  greedy_ids: number[];
-  greedy_text: string;
-}
-
-interface Golden {
-  package: string;
-  preprocessing_id: string;
-  cases: GoldenCase[];
-}
 
 function goldenFiles(): Golden[] {
   return readdirSync(goldenDir)
@@ -69,7 +49,7 @@ describe('golden prompts', { skip: existsSync(goldenDir) ? false : `no ${goldenD
     describe(golden.package, () => {
       for (const c of golden.cases) {
         it(c.name, async () => {
-          const pkg = await loadPackage(path.join(fixtures, 'packages', golden.package));
+          const pkg = await loadPackage(path.join(fixturesDir, 'packages', golden.package));
           const tokenizer = await TextTokenizer.load(pkg.paths.tokenizer);
           const built = await buildPrompt(caseMessages(c), pkg.manifest, tokenizer);
           assert.equal(built.text, c.prompt);
@@ -96,12 +76,12 @@ describe('golden pixels', { skip: existsSync(pixelsDir) ? false : `no ${pixelsDi
   const settings = new Map<string, ImagePreprocessing>();
   if (existsSync(goldenDir)) {
     for (const golden of goldenFiles()) {
-      const manifestFile = path.join(fixtures, 'packages', golden.package, 'manifest.json');
+      const manifestFile = path.join(fixturesDir, 'packages', golden.package, 'manifest.json');
       const manifest = JSON.parse(readFileSync(manifestFile, 'utf8')) as { image_preprocessing: ImagePreprocessing };
       settings.set(golden.preprocessing_id, manifest.image_preprocessing);
     }
   }
-  const images = existsSync(path.join(fixtures, 'images')) ? readdirSync(path.join(fixtures, 'images')) : [];
+  const images = existsSync(path.join(fixturesDir, 'images')) ? readdirSync(path.join(fixturesDir, 'images')) : [];
 
   for (const id of ids) {
     describe(id, () => {
@@ -114,10 +94,10 @@ describe('golden pixels', { skip: existsSync(pixelsDir) ? false : `no ${pixelsDi
         it(png, async () => {
           const stem = png.slice(0, -'.png'.length);
           const source = images.find((f) => f.slice(0, f.lastIndexOf('.')) === stem);
-          assert.ok(source, `no test image named ${stem}.* in ${path.join(fixtures, 'images')}`);
+          assert.ok(source, `no test image named ${stem}.* in ${path.join(fixturesDir, 'images')}`);
           const pp = settings.get(id);
           assert.ok(pp);
-          const decoded = await decodeImage(readFileSync(path.join(fixtures, 'images', source)), { maxPixels: 1e8 });
+          const decoded = await decodeImage(readFileSync(path.join(fixturesDir, 'images', source)), { maxPixels: 1e8 });
           const ours = resizeForModel(decoded, pp);
           const ref = await sharp(path.join(pixelsDir, id, png)).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
           assert.equal(`${ours.width}x${ours.height}`, `${ref.info.width}x${ref.info.height}`);
