@@ -12,7 +12,7 @@
 // A row's real new tokens are right-aligned so that its last token sits at T-1, the position
 // whose logits the decoder reports. Padding gets mask 0, zero embeddings and position 0.
 
-import type { KvCache, PresentTensors } from './kv-cache.js';
+import type { HostKvCache, PresentTensors } from './kv-cache.js';
 
 export interface TensorData {
   type: 'float32' | 'int64';
@@ -34,7 +34,7 @@ export interface DecoderFeeds {
   pastLength: number; // P
 }
 
-export function buildDecoderFeeds(rows: readonly StepRow[], cache: KvCache, hiddenSize: number): DecoderFeeds {
+export function buildDecoderFeeds(rows: readonly StepRow[], cache: HostKvCache, hiddenSize: number): DecoderFeeds {
   const D = hiddenSize;
   const { numLayers, numKvHeads: H, headDim: Dh } = cache.layout;
   const B = rows.length;
@@ -77,7 +77,7 @@ export function appendPresents(
   rows: readonly StepRow[],
   outputs: Record<string, { data: unknown }>,
   step: DecoderFeeds,
-  cache: KvCache,
+  cache: HostKvCache,
 ): void {
   const presents: PresentTensors = { keys: [], values: [], batch: step.batch, newPositions: step.newPositions };
   for (let l = 0; l < cache.layout.numLayers; l++) {

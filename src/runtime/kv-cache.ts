@@ -43,6 +43,12 @@ export interface PastFeeds {
   lengths: number[];
 }
 
+/**
+ * What every KV cache implements, whatever memory it lives in (the JS heap, native memory, a
+ * GPU): sequences are allocated with a reservation, grow as steps append to them, and are freed.
+ * How a step reads and extends the cache is the backend's business (JsKvCache's gather/append
+ * below for the js backend).
+ */
 export interface KvCache {
   readonly layout: KvLayout;
   /** Bytes one position takes over all layers, keys and values. */
@@ -51,6 +57,12 @@ export interface KvCache {
   allocate(seqId: number, maxPositions: number): void;
   has(seqId: number): boolean;
   length(seqId: number): number;
+  free(seqId: number): void;
+  usage(): KvCacheUsage;
+}
+
+/** A KV cache whose data the step code reads and writes as JS arrays (the js backend's). */
+export interface HostKvCache extends KvCache {
   /**
    * Appends row `row` of `presents`: its last `count` new positions (a row with fewer new tokens
    * than T is left-padded, so its real positions are the last ones).
@@ -63,8 +75,6 @@ export interface KvCache {
    * an implementation can make cheap.
    */
   gather(seqIds: readonly number[]): PastFeeds;
-  free(seqId: number): void;
-  usage(): KvCacheUsage;
 }
 
 export class KvCacheFullError extends Error {
@@ -110,7 +120,7 @@ interface Sequence {
  * or left), they move into a fresh block once; the copy then serves every later step.
  * A sequence fed alone (prefill) uses its own block, or its row of a shared one, without a copy.
  */
-export class JsKvCache implements KvCache {
+export class JsKvCache implements HostKvCache {
   readonly layout: KvLayout;
   readonly bytesPerPosition: number;
   private readonly capacityBytes: number;

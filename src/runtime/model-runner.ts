@@ -17,6 +17,7 @@ import {
   type DecoderSettings,
   type EncodedImages,
   type GraphName,
+  type RuntimeKind,
   type SessionSettings,
   type StepResult,
   type StepRowRequest,
@@ -36,6 +37,8 @@ export interface RunnerOptions {
   kvCacheBytes: number;
   /** The package's image_preprocessing: the vision worker applies it. */
   imagePreprocessing: ImagePreprocessing;
+  /** Which library runs the graphs (default js: onnxruntime-node, KV cache in the worker's heap). */
+  runtime?: RuntimeKind;
   executionProvider?: ExecutionProvider; // default cpu
   /** When CUDA is asked for but its provider library is missing: run on CPU instead of failing. */
   cudaFallbackToCpu?: boolean;
@@ -145,6 +148,7 @@ export class ModelRunner {
   static async start(o: RunnerOptions): Promise<ModelRunner> {
     const choice = resolveExecutionProvider(o.executionProvider ?? 'cpu', o.cudaFallbackToCpu ?? false);
     const separate = o.separateVisionWorker ?? true;
+    const runtime = o.runtime ?? 'js';
     const cores = availableParallelism();
     const session = (threads: number): SessionSettings => ({
       executionProvider: choice.provider,
@@ -159,13 +163,14 @@ export class ModelRunner {
     const textThreads = o.intraOpNumThreads ?? cores;
     const text = new WorkerClient(
       separate
-        ? { graphs: textGraphs, session: session(textThreads), decoder }
-        : { graphs: { ...textGraphs, ...visionGraphs }, session: session(textThreads), decoder, imagePreprocessing: o.imagePreprocessing },
+        ? { runtime, graphs: textGraphs, session: session(textThreads), decoder }
+        : { runtime, graphs: { ...textGraphs, ...visionGraphs }, session: session(textThreads), decoder, imagePreprocessing: o.imagePreprocessing },
       'text',
     );
     const vision = separate
       ? new WorkerClient(
           {
+            runtime,
             graphs: visionGraphs,
             session: session(o.visionIntraOpNumThreads ?? cores),
             imagePreprocessing: o.imagePreprocessing,

@@ -26,7 +26,11 @@ export interface DecoderSettings {
   kvCacheBytes: number;
 }
 
+/** Which library runs the graphs (backend.ts): `js` is onnxruntime-node with the KV cache in JS memory. */
+export type RuntimeKind = 'js';
+
 export interface WorkerInit {
+  runtime: RuntimeKind;
   /** Absolute paths of the graphs this worker loads. */
   graphs: Partial<Record<GraphName, string>>;
   session: SessionSettings;
