@@ -13,12 +13,20 @@ export interface Config {
   host: string;
   port: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  logFormat: 'auto' | 'json' | 'pretty';
   apiKeys: string[];
+  allowedOrigins: string[];
   bodyLimitBytes: number;
   maxUploadBytes: number;
   maxImages: number;
   maxImagePixels: number;
+  allowRemoteImages: boolean;
+  allowedImageDomains: string[];
+  imageFetchTimeoutSeconds: number;
   requestTimeoutSeconds: number;
+  headersTimeoutSeconds: number;
+  bodyTimeoutSeconds: number;
+  keepAliveTimeoutSeconds: number;
   drainTimeoutSeconds: number;
   retryAfterSeconds: number;
   executionProvider: 'cpu' | 'cuda';
@@ -69,6 +77,12 @@ function seconds(raw: string): number {
   return n;
 }
 
+function positiveSeconds(raw: string): number {
+  const n = raw.trim() === '' ? NaN : Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new Error('must be a number of seconds > 0');
+  return n;
+}
+
 function boolean(raw: string): boolean {
   const v = raw.trim().toLowerCase();
   if (['true', '1', 'yes', 'on'].includes(v)) return true;
@@ -86,6 +100,39 @@ function oneOf<T extends string>(...values: T[]): (raw: string) => T {
 function nonEmpty(raw: string): string {
   if (raw.trim() === '') throw new Error('must not be empty');
   return raw;
+}
+
+/** A comma-separated list; empty items are dropped, each other one goes through `item`. */
+function list(item: (raw: string) => string = (s) => s): (raw: string) => string[] {
+  return (raw) => raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0).map(item);
+}
+
+/** A browser origin as the Origin header carries it (`https://app.example.com`, with a port if not the default), or `*`. */
+function origin(raw: string): string {
+  if (raw === '*') return raw;
+  let url: URL | null = null;
+  try {
+    url = new URL(raw);
+  } catch {
+    // reported below
+  }
+  if (!url || !['http:', 'https:'].includes(url.protocol) || url.origin !== raw) {
+    throw new Error(`must be * or origins like https://app.example.com (scheme, host and port only), not ${JSON.stringify(raw)}`);
+  }
+  return raw;
+}
+
+/** A host name or IP address as a URL spells it (lower case, IPv6 in brackets), without port or path. */
+function hostName(raw: string): string {
+  const name = raw.toLowerCase().replace(/\.$/, '');
+  let parsed: string | null = null;
+  try {
+    parsed = new URL(`http://${name}/`).hostname;
+  } catch {
+    // reported below
+  }
+  if (parsed !== name) throw new Error(`must be host names like images.example.com or IP addresses, not ${JSON.stringify(raw)}`);
+  return name;
 }
 
 const UNITS: Record<string, number> = { '': 1, k: 2 ** 10, kb: 2 ** 10, kib: 2 ** 10, m: 2 ** 20, mb: 2 ** 20, mib: 2 ** 20, g: 2 ** 30, gb: 2 ** 30, gib: 2 ** 30 };
@@ -147,13 +194,29 @@ export const SETTINGS: { readonly [K in keyof Config]: Setting<Config[K]> } = {
     description: 'fatal, error, warn, info, debug, trace or silent. Logs are JSON lines on stdout.',
     parse: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'),
   },
+  logFormat: {
+    env: 'LOG_FORMAT',
+    flag: 'log-format',
+    default: 'auto',
+    defaultText: 'auto (pretty on a terminal, else json)',
+    description: 'json (one JSON object per line, for log collectors) or pretty (coloured, readable lines). No format ever logs request bodies, prompts, images or keys.',
+    parse: oneOf('auto', 'json', 'pretty'),
+  },
   apiKeys: {
     env: 'API_KEYS',
     flag: 'api-keys',
     default: [],
     defaultText: 'none (no authentication)',
     description: 'Comma-separated keys; when set, /v1/* needs `Authorization: Bearer <key>`.',
-    parse: (raw) => raw.split(',').map((k) => k.trim()).filter((k) => k.length > 0),
+    parse: list(),
+  },
+  allowedOrigins: {
+    env: 'ALLOWED_ORIGINS',
+    flag: 'allowed-origins',
+    default: [],
+    defaultText: 'none (CORS off)',
+    description: 'Comma-separated browser origins (`https://app.example.com`) allowed to call the API from a web page (CORS, preflight included); `*` allows any.',
+    parse: list(origin),
   },
   bodyLimitBytes: {
     env: 'BODY_LIMIT',
@@ -168,7 +231,7 @@ export const SETTINGS: { readonly [K in keyof Config]: Setting<Config[K]> } = {
     flag: 'max-upload-size',
     default: 20 * 2 ** 20,
     defaultText: '20MB',
-    description: 'Largest single uploaded file (multipart); at most BODY_LIMIT.',
+    description: 'Largest single image file: an uploaded file (multipart) or a fetched remote image; at most BODY_LIMIT.',
     parse: bytes(1),
   },
   maxImages: {
@@ -185,6 +248,30 @@ export const SETTINGS: { readonly [K in keyof Config]: Setting<Config[K]> } = {
     description: 'Largest input image, width x height, refused from its header before decoding.',
     parse: integer(1),
   },
+  allowRemoteImages: {
+    env: 'ALLOW_REMOTE_IMAGES',
+    flag: 'allow-remote-images',
+    default: false,
+    description:
+      'Fetch http(s) image URLs from any host that resolves to public addresses only (never loopback, private, link-local or cloud metadata addresses); off: only the hosts of ALLOWED_IMAGE_DOMAINS.',
+    parse: boolean,
+  },
+  allowedImageDomains: {
+    env: 'ALLOWED_IMAGE_DOMAINS',
+    flag: 'allowed-image-domains',
+    default: [],
+    defaultText: 'none',
+    description:
+      'Comma-separated host names (exact, no wildcards) whose http(s) image URLs are fetched, whatever address they resolve to (e.g. an internal image store).',
+    parse: list(hostName),
+  },
+  imageFetchTimeoutSeconds: {
+    env: 'IMAGE_FETCH_TIMEOUT',
+    flag: 'image-fetch-timeout',
+    default: 10,
+    description: 'Seconds a remote image may take to fetch, redirects included.',
+    parse: positiveSeconds,
+  },
   requestTimeoutSeconds: {
     env: 'REQUEST_TIMEOUT',
     flag: 'request-timeout',
@@ -192,6 +279,28 @@ export const SETTINGS: { readonly [K in keyof Config]: Setting<Config[K]> } = {
     defaultText: '0 (none)',
     description: 'Seconds a generation may take from arrival; past it the answer ends (finish_reason length), or 503 if no token was generated yet.',
     parse: seconds,
+  },
+  headersTimeoutSeconds: {
+    env: 'HEADERS_TIMEOUT',
+    flag: 'headers-timeout',
+    default: 10,
+    defaultText: '10',
+    description: 'Seconds a connection may take to send its request headers (also a connection that sends nothing); then 408 and closed. 0: none.',
+    parse: seconds,
+  },
+  bodyTimeoutSeconds: {
+    env: 'BODY_TIMEOUT',
+    flag: 'body-timeout',
+    default: 60,
+    description: 'Seconds a client may take to send a whole request, headers and body; then 408 and closed. At least HEADERS_TIMEOUT. 0: none.',
+    parse: seconds,
+  },
+  keepAliveTimeoutSeconds: {
+    env: 'KEEP_ALIVE_TIMEOUT',
+    flag: 'keep-alive-timeout',
+    default: 5,
+    description: 'Seconds an idle keep-alive connection stays open between requests; behind a proxy that keeps idle connections to the server, set it above the proxy\'s idle timeout.',
+    parse: positiveSeconds,
   },
   drainTimeoutSeconds: {
     env: 'DRAIN_TIMEOUT',
@@ -311,7 +420,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   let flags: Record<string, string | boolean | undefined>;
   try {
     flags = parseArgs({
-      args: argv,
+      args: withBareBooleans(argv),
       options: Object.fromEntries(KEYS.map((k) => [SETTINGS[k].flag, { type: 'string' as const }])),
       strict: true,
       allowPositionals: false,
@@ -335,12 +444,24 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   return checkConfig(config as unknown as Config);
 }
 
+/** `--allow-remote-images` alone reads as `--allow-remote-images true`, for every boolean setting. */
+function withBareBooleans(argv: string[]): string[] {
+  const booleans = new Set(KEYS.filter((k) => SETTINGS[k].parse === (boolean as unknown)).map((k) => `--${SETTINGS[k].flag}`));
+  return argv.flatMap((arg, i) => (booleans.has(arg) && (i + 1 === argv.length || argv[i + 1].startsWith('--')) ? [arg, 'true'] : [arg]));
+}
+
 /** Checks that involve more than one setting. */
 export function checkConfig(config: Config): Config {
   if (config.maxUploadBytes > config.bodyLimitBytes) {
     throw new ConfigError(
       `invalid setting maxUploadBytes (MAX_UPLOAD_SIZE): ${config.maxUploadBytes} bytes is more than ` +
         `bodyLimitBytes (BODY_LIMIT, ${config.bodyLimitBytes} bytes), which bounds the whole upload`,
+    );
+  }
+  if (config.headersTimeoutSeconds > 0 && config.bodyTimeoutSeconds > 0 && config.headersTimeoutSeconds > config.bodyTimeoutSeconds) {
+    throw new ConfigError(
+      `invalid setting headersTimeoutSeconds (HEADERS_TIMEOUT): ${config.headersTimeoutSeconds} s is more than ` +
+        `bodyTimeoutSeconds (BODY_TIMEOUT, ${config.bodyTimeoutSeconds} s), which bounds the headers too`,
     );
   }
   return config;
@@ -357,7 +478,10 @@ export function settingsHelp(): string {
     const s = SETTINGS[k];
     return `  --${s.flag} (${s.env}, default ${defaultText(k)})\n      ${s.description}`;
   });
-  return `usage: npm start -- [--flag value ...]\nEvery flag has an environment-variable twin; a flag wins over its variable.\n\n${lines.join('\n')}`;
+  return (
+    'usage: npm start -- [--flag value ...]   (--help: this text, --version: the version)\n' +
+    `Every flag has an environment-variable twin; a flag wins over its variable. A boolean flag alone means true.\n\n${lines.join('\n')}`
+  );
 }
 
 /** The README's settings table. */

@@ -2,13 +2,27 @@
 // reads, the engine's host, the compiled openapi.yaml and the metrics.
 
 import type { Config } from '../config.js';
+import type { AllowedMethods } from './allowed-methods.js';
 import type { EngineHost } from './engine-host.js';
 import type { ApiMetrics } from './metrics.js';
 import type { OpenApiSpec } from './openapi.js';
+import type { RemoteImages } from './remote-image.js';
 
 export type ApiConfig = Pick<
   Config,
-  'apiKeys' | 'bodyLimitBytes' | 'maxUploadBytes' | 'maxImages' | 'requestTimeoutSeconds' | 'retryAfterSeconds'
+  | 'apiKeys'
+  | 'allowedOrigins'
+  | 'bodyLimitBytes'
+  | 'maxUploadBytes'
+  | 'maxImages'
+  | 'requestTimeoutSeconds'
+  | 'retryAfterSeconds'
+  | 'allowRemoteImages'
+  | 'allowedImageDomains'
+  | 'imageFetchTimeoutSeconds'
+  | 'headersTimeoutSeconds'
+  | 'bodyTimeoutSeconds'
+  | 'keepAliveTimeoutSeconds'
 >;
 
 export interface ServerVersion {
@@ -21,6 +35,8 @@ export interface ApiContext {
   host: EngineHost;
   spec: OpenApiSpec;
   metrics: ApiMetrics;
+  remoteImages: RemoteImages;
+  allowedMethods: AllowedMethods;
   version: ServerVersion;
   /** Unix seconds when the app was built: the model's `created`. */
   startedAt: number;

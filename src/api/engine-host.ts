@@ -62,6 +62,17 @@ export class EngineHost {
     throw new ApiError('model_not_ready', 'the model is still loading; retry shortly');
   }
 
+  /**
+   * The engine for work that needs only the model package (tokenize, detokenize), which it has
+   * as soon as it exists, before its sessions load.
+   */
+  inspect(): Engine {
+    if (this.state === 'draining') throw new ApiError('shutting_down', 'the server is shutting down; retry on another instance');
+    if (this.state === 'failed') throw new ApiError('model_error', `the model failed to load: ${this.failure}`);
+    if (!this.current) throw new ApiError('model_not_ready', 'the model is still loading; retry shortly');
+    return this.current;
+  }
+
   /** Registers an in-flight generation; call the returned function (idempotent) when it ends. */
   track(controller: AbortController): () => void {
     this.inFlight.add(controller);

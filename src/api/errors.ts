@@ -3,7 +3,7 @@
 // mapped to it in `toApiError`, so that no other module decides a status. The code doubles as
 // the label of the errors metric.
 
-import { isEngineError, type EngineErrorCode } from '../engine/errors.js';
+import { isEngineError, type EngineError, type EngineErrorCode } from '../engine/errors.js';
 import type { components } from './openapi-types.js';
 
 export type ErrorResponse = components['schemas']['ErrorResponse'];
@@ -20,18 +20,24 @@ const CATALOGUE = {
   // 400: the request as sent cannot be served
   invalid_json: { status: 400, type: 'invalid_request_error' },
   invalid_request: { status: 400, type: 'invalid_request_error' },
+  invalid_http_request: { status: 400, type: 'invalid_request_error' },
   invalid_image_url: { status: 400, type: 'invalid_request_error' },
+  image_url_not_allowed: { status: 400, type: 'invalid_request_error' },
+  image_fetch_failed: { status: 400, type: 'invalid_request_error' },
   invalid_image: { status: 400, type: 'invalid_request_error' },
   too_many_images: { status: 400, type: 'invalid_request_error' },
   context_length_exceeded: { status: 400, type: 'invalid_request_error' },
-  // 401, 404, 413, 415
+  // 401, 404, 405, 408, 413, 415, 431
   invalid_api_key: { status: 401, type: 'authentication_error' },
   model_not_found: { status: 404, type: 'not_found_error' },
   route_not_found: { status: 404, type: 'not_found_error' },
+  method_not_allowed: { status: 405, type: 'invalid_request_error' },
+  request_timeout: { status: 408, type: 'invalid_request_error' },
   body_too_large: { status: 413, type: 'invalid_request_error' },
   upload_too_large: { status: 413, type: 'invalid_request_error' },
   too_many_uploads: { status: 413, type: 'invalid_request_error' },
   unsupported_media_type: { status: 415, type: 'invalid_request_error' },
+  headers_too_large: { status: 431, type: 'invalid_request_error' },
   // 429/503: come back later
   overloaded: { status: 429, type: 'rate_limit_error', retry: true },
   model_not_ready: { status: 503, type: 'server_error', retry: true },
@@ -54,8 +60,13 @@ export class ApiError extends Error {
   readonly retry: boolean;
   /** The request field at fault, in the request's own notation: `messages[0].content[1]`. */
   readonly param: string | null;
+  /**
+   * The end of the client's message that quotes what the client sent (`; got "..."`): it goes
+   * to the client only, never to the logs, which must not hold request content.
+   */
+  readonly quote: string;
 
-  constructor(code: ApiErrorCode, message: string, options: { param?: string | null; cause?: unknown } = {}) {
+  constructor(code: ApiErrorCode, message: string, options: { param?: string | null; cause?: unknown; quote?: string } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     const entry: Entry = CATALOGUE[code];
     this.code = code;
@@ -63,6 +74,7 @@ export class ApiError extends Error {
     this.type = entry.type;
     this.retry = entry.retry === true;
     this.param = options.param ?? null;
+    this.quote = options.quote ?? '';
   }
 }
 
@@ -80,6 +92,11 @@ const FROM_ENGINE: Record<EngineErrorCode, ApiErrorCode> = {
   internal: 'internal_error',
 };
 
+/** An engine error as the client sees it; `param` (the image's field, say) replaces the engine's. */
+export function fromEngineError(err: EngineError, param: string | null = err.param): ApiError {
+  return new ApiError(FROM_ENGINE[err.code], err.message, { param, cause: err });
+}
+
 /** Limits quoted in the messages of errors that other libraries raise without them. */
 export interface ErrorLimits {
   bodyLimitBytes: number;
@@ -90,16 +107,14 @@ export interface ErrorLimits {
 /** Any thrown value -> the catalogue entry a client sees. */
 export function toApiError(err: unknown, limits: ErrorLimits): ApiError {
   if (err instanceof ApiError) return err;
-  if (isEngineError(err)) {
-    return new ApiError(FROM_ENGINE[err.code], err.message, { param: err.param, cause: err });
-  }
+  if (isEngineError(err)) return fromEngineError(err);
   const code = (err as { code?: unknown } | null)?.code;
   const mb = (n: number): string => `${n} bytes (${(n / 2 ** 20).toFixed(1)} MiB)`;
   switch (code) {
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
       return new ApiError('invalid_json', 'the request body is not valid JSON', { cause: err });
     case 'FST_INVALID_JSON_FIELD_ERROR':
-      return new ApiError('invalid_json', 'the form field "request" is not valid JSON', { param: 'request', cause: err });
+      return new ApiError('invalid_json', 'a form field sent as application/json is not valid JSON, or holds a "__proto__" key', { cause: err });
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return new ApiError('invalid_json', 'the request body is empty', { cause: err });
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
@@ -130,6 +145,6 @@ export function toApiError(err: unknown, limits: ErrorLimits): ApiError {
 
 /** The OpenAI envelope. 5xx messages are replaced: the details stay in the log, under the request id. */
 export function errorBody(err: ApiError, requestId: string): ErrorResponse {
-  const message = err.status >= 500 && !err.retry ? `the server failed to handle the request; request id ${requestId}` : err.message;
+  const message = err.status >= 500 && !err.retry ? `the server failed to handle the request; request id ${requestId}` : err.message + err.quote;
   return { error: { message, type: err.type, param: err.param, code: err.code } };
 }

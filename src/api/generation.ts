@@ -8,8 +8,9 @@
 // - Metrics: token gaps as streamed and, per finished choice, the engine's timings.
 
 import { performance } from 'node:perf_hooks';
+import { isEngineError } from '../engine/errors.js';
 import type { Engine, GenerationEvent, GenerationRequest } from '../engine/types.js';
-import { ApiError } from './errors.js';
+import { ApiError, fromEngineError } from './errors.js';
 import type { ApiMetrics } from './metrics.js';
 
 export interface ChoiceEvent {
@@ -23,6 +24,8 @@ export interface RunOptions {
   /** performance.now() when the HTTP request arrived. */
   arrival: number;
   imagesPerChoice: number;
+  /** Each image's request field, in prompt order: an image the engine refuses is reported there. */
+  imageParams?: readonly string[];
 }
 
 export function runChoices(engine: Engine, requests: GenerationRequest[], options: RunOptions): AsyncGenerator<ChoiceEvent> {
@@ -31,6 +34,15 @@ export function runChoices(engine: Engine, requests: GenerationRequest[], option
 }
 
 async function* observed(index: number, events: AsyncIterable<GenerationEvent>, o: RunOptions): AsyncGenerator<ChoiceEvent> {
+  try {
+    yield* timed(index, events, o);
+  } catch (err) {
+    if (isEngineError(err) && err.image !== null) throw fromEngineError(err, o.imageParams?.[err.image] ?? err.param);
+    throw err;
+  }
+}
+
+async function* timed(index: number, events: AsyncIterable<GenerationEvent>, o: RunOptions): AsyncGenerator<ChoiceEvent> {
   let last: number | null = null;
   for await (const event of events) {
     const now = performance.now();

@@ -1,34 +1,43 @@
-// An image part's URL -> the encoded image bytes the engine decodes. Accepted:
+// An image part's URL -> where the engine's encoded image bytes come from. Accepted:
 //   data:image/<type>;base64,<data>   inline (standard or URL-safe alphabet, padding optional,
 //                                     line breaks ignored)
 //   upload://<field>                  a file part of the same multipart/form-data request
-// http(s) URLs are refused: fetching them safely (SSRF, DNS rebinding, size caps) is a feature
-// of its own that this server does not have. Whether the bytes are a decodable image is the
-// model layer's call (it reads the header before decoding); here only the wrapping is checked.
+//   http(s)://...                     fetched later by remote-image.ts, when the operator allows
+//                                     it; refused here when the policy never would
+// Whether the bytes are a decodable image is the model layer's call (it reads the header before
+// decoding); here only the wrapping is checked.
 
 import { ApiError } from './errors.js';
+import type { RemoteImages } from './remote-image.js';
 
 /** Uploaded files by field name, for upload:// URLs; absent for JSON requests. */
 export type Uploads = ReadonlyMap<string, Uint8Array>;
 
-export function imageFromUrl(url: string, param: string, uploads: Uploads | undefined): { data: Uint8Array; upload: string | null } {
+export type ImageSource = { kind: 'bytes'; data: Uint8Array; upload: string | null } | { kind: 'remote'; url: string };
+
+export function imageFromUrl(url: string, param: string, uploads: Uploads | undefined, remote: RemoteImages | null = null): ImageSource {
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase();
   switch (scheme) {
     case 'data':
-      return { data: fromDataUrl(url, param), upload: null };
+      return { kind: 'bytes', data: fromDataUrl(url, param), upload: null };
     case 'upload':
-      return fromUpload(url, param, uploads);
+      return { kind: 'bytes', ...fromUpload(url, param, uploads) };
     case 'http':
     case 'https':
-      throw new ApiError(
-        'invalid_image_url',
-        'this server does not fetch images from http(s) URLs; send the image inline as a data URL ' +
-          '(data:image/jpeg;base64,...) or upload it with multipart/form-data',
-        { param },
-      );
+      if (!remote?.enabled) {
+        throw new ApiError(
+          'image_url_not_allowed',
+          'this server does not fetch images from http(s) URLs; send the image inline as a data URL ' +
+            '(data:image/jpeg;base64,...) or upload it with multipart/form-data',
+          { param },
+        );
+      }
+      remote.check(url, param);
+      return { kind: 'remote', url };
     default:
-      throw new ApiError('invalid_image_url', `image URLs must be data: URLs or upload://<field>; got ${JSON.stringify(url.slice(0, 40))}`, {
+      throw new ApiError('invalid_image_url', 'image URLs must be data:, upload://<field> or http(s) URLs', {
         param,
+        quote: `; got ${JSON.stringify(url.slice(0, 40))}`,
       });
   }
 }

@@ -34,6 +34,9 @@ export class ApiMetrics {
   private readonly images: Counter;
   private readonly errors: Counter<'type' | 'code'>;
   private readonly timeouts: Counter;
+  private readonly cancellations: Counter;
+  private readonly imageFetches: Counter<'result'>;
+  private readonly imageFetchTime: Histogram;
 
   constructor(engine: () => Engine | null, options: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -128,6 +131,18 @@ export class ApiMetrics {
       help: 'Generations that REQUEST_TIMEOUT ended: cut short (finish_reason length) or refused with 503 before their first token.',
       registers,
     });
+    this.cancellations = new Counter({
+      name: `${PREFIX}requests_cancelled_total`,
+      help: 'HTTP requests whose client went away before the response was complete: during the upload, an image fetch, the queue or the generation.',
+      registers,
+    });
+    this.imageFetches = new Counter({
+      name: `${PREFIX}image_fetches_total`,
+      help: 'Remote image URLs fetched, by result: ok, refused (not allowed, private address), failed (network, HTTP status, redirects), timeout, too_large, not_an_image.',
+      labelNames: ['result'],
+      registers,
+    });
+    this.imageFetchTime = histogram('image_fetch_seconds', 'Time to fetch one remote image, redirects included (part of the time to first token).');
   }
 
   /** One choice's generation ended. */
@@ -159,4 +174,16 @@ export class ApiMetrics {
     this.errors.inc({ type, code });
     if (code === 'deadline_exceeded') this.timeouts.inc();
   }
+
+  /** The client of a request went away before its response was complete. */
+  cancelled(): void {
+    this.cancellations.inc();
+  }
+
+  imageFetched(result: ImageFetchResult, seconds: number): void {
+    this.imageFetches.inc({ result });
+    this.imageFetchTime.observe(seconds);
+  }
 }
+
+export type ImageFetchResult = 'ok' | 'refused' | 'failed' | 'timeout' | 'too_large' | 'not_an_image';

@@ -1,7 +1,7 @@
 // multipart/form-data chat completions -> the JSON request body plus the uploaded files, so that
 // uploads then take the same validation and generation path as JSON requests.
 //
-// Two forms (documented in openapi.yaml, ChatCompletionForm):
+// Two forms (documented in openapi.yaml, ChatCompletionSimpleForm and ChatCompletionRequestForm):
 //   simple:  prompt=<text> [system=<text>] image=@a.jpg [image=@b.png ...] [max_tokens=64 ...]
 //            -> one user message: the images in upload order, then the prompt
 //   request: request=<ChatCompletionRequest JSON> photo=@a.jpg ...
@@ -144,7 +144,7 @@ function simpleForm(fields: Map<string, string[]>, files: { field: string; data:
     });
   }
   // Text fields take their JSON types from the form's schema, then the schema checks them.
-  const properties = (spec.schema('ChatCompletionForm').properties ?? {}) as Record<string, { type?: string }>;
+  const properties = (spec.schema('ChatCompletionSimpleForm').properties ?? {}) as Record<string, { type?: string }>;
   const form: Record<string, unknown> = {};
   for (const [name, values] of fields) {
     const type = properties[name]?.type;
@@ -152,11 +152,11 @@ function simpleForm(fields: Map<string, string[]>, files: { field: string; data:
     else if (values.length > 1) throw new ApiError('invalid_request', `the field ${JSON.stringify(name)} is given more than once`, { param: name });
     else form[name] = coerce(values[0], type);
   }
-  const f = spec.parse('ChatCompletionForm', form);
-  if (f.prompt === undefined) throw new ApiError('invalid_request', 'prompt: is required (or send a "request" field)', { param: 'prompt' });
+  if (form.prompt === undefined) throw new ApiError('invalid_request', 'prompt: is required (or send a "request" field)', { param: 'prompt' });
+  const f = spec.parse('ChatCompletionSimpleForm', form);
 
   const uploads = new Map(files.map((file, i) => [`image[${i}]`, file.data] as const));
-  const { prompt, system, include_usage, image: _files, request: _request, ...scalars } = f;
+  const { prompt, system, include_usage, image: _files, ...scalars } = f;
   const body: Record<string, unknown> = {
     ...scalars,
     messages: [

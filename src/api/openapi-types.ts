@@ -38,6 +38,63 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/models/{model}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The served model, by its id (OpenAI's models.retrieve). */
+        get: operations["retrieveModel"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/tokenize": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Token ids of a text, or of a conversation as the model sees it (vLLM's /tokenize).
+         * @description A conversation is rendered with the model's prompt template exactly as for a chat
+         *     completion; each image counts as the model's `num_image_tokens` positions, which appear
+         *     in `tokens` as -200 (LLaVA's image index). Texts that cannot fit the context are refused
+         *     before they are tokenized (`context_length_exceeded`). With API keys, this route needs one.
+         */
+        post: operations["tokenize"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/detokenize": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The text of token ids (vLLM's /detokenize); special tokens are kept. With API keys, this route needs one. */
+        post: operations["detokenize"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/health": {
         parameters: {
             query?: never;
@@ -198,9 +255,10 @@ export interface components {
         };
         ImageUrl: {
             /**
-             * @description `data:image/<type>;base64,<data>` (JPEG, PNG, WebP or GIF), or `upload://<field>`
-             *     naming a file part of the same multipart/form-data request. http(s) URLs are
-             *     refused: this server does not fetch images.
+             * @description `data:image/<type>;base64,<data>` (JPEG, PNG, WebP or GIF), `upload://<field>`
+             *     naming a file part of the same multipart/form-data request, or an `http(s)` URL when
+             *     the server fetches remote images (ALLOW_REMOTE_IMAGES, ALLOWED_IMAGE_DOMAINS; off
+             *     by default: `image_url_not_allowed`).
              */
             url: string;
             /**
@@ -221,16 +279,18 @@ export interface components {
             type: "text";
         };
         /**
-         * @description The multipart/form-data form of a chat completion, for uploads. Either the simple form:
-         *     `prompt` (one user message), optional `system`, any number of `image` files (shown to
-         *     the model before the prompt, in order) and the scalar parameters below as text fields
-         *     (`stop` may repeat, `include_usage` stands for stream_options.include_usage); or a
-         *     `request` field holding a complete ChatCompletionRequest as JSON whose image parts
-         *     refer to file parts as `upload://<field name>`, with no other text fields.
+         * @description The multipart/form-data form of a chat completion, for uploads: either the simple form
+         *     (`prompt` and `image` files) or the request form (a `request` field with the JSON
+         *     request and the files it refers to), never both.
          */
-        ChatCompletionForm: {
-            request?: string;
-            prompt?: string;
+        ChatCompletionForm: components["schemas"]["ChatCompletionSimpleForm"] | components["schemas"]["ChatCompletionRequestForm"];
+        /**
+         * @description `prompt` (one user message), optional `system`, up to MAX_IMAGES (default 4) `image`
+         *     files (shown to the model before the prompt, in order) and the scalar parameters below
+         *     as text fields (`stop` may repeat, `include_usage` stands for stream_options.include_usage).
+         */
+        ChatCompletionSimpleForm: {
+            prompt: string;
             system?: string;
             image?: string[];
             model?: string;
@@ -252,6 +312,62 @@ export interface components {
             top_logprobs?: number;
             user?: string;
             ignore_eos?: boolean;
+        };
+        /**
+         * @description A `request` field holding a complete ChatCompletionRequest as JSON, whose image parts
+         *     refer to file parts as `upload://<field name>`, and those files (up to MAX_IMAGES,
+         *     default 4, each referred to); no other text fields.
+         */
+        ChatCompletionRequestForm: {
+            request: string;
+        } & {
+            [key: string]: string;
+        };
+        /** @description A text (`prompt`) or a conversation (`messages`), as vLLM's /tokenize takes them. */
+        TokenizeRequest: components["schemas"]["TokenizeCompletionRequest"] | components["schemas"]["TokenizeChatRequest"];
+        TokenizeCompletionRequest: {
+            /** @description Must be the served model's id; may be omitted. */
+            model?: string;
+            prompt: string;
+            /**
+             * @description Add the tokenizer's special tokens (e.g. BOS), as HF's `tokenizer(text)` does.
+             * @default true
+             */
+            add_special_tokens?: boolean;
+            /**
+             * @description Also return each token's vocabulary string.
+             * @default false
+             */
+            return_token_strs?: boolean;
+        };
+        TokenizeChatRequest: {
+            /** @description Must be the served model's id; may be omitted. */
+            model?: string;
+            messages: components["schemas"]["ChatMessage"][];
+            /**
+             * @description End with the template's generation prompt (what a chat completion feeds the model).
+             * @default true
+             */
+            add_generation_prompt?: boolean;
+            /** @default false */
+            return_token_strs?: boolean;
+        };
+        TokenizeResponse: {
+            /** @description Prompt positions, image positions included. */
+            count: number;
+            /** @description The model's context in tokens. */
+            max_model_len: number;
+            tokens: number[];
+            token_strs: string[] | null;
+        };
+        DetokenizeRequest: {
+            /** @description Must be the served model's id; may be omitted. */
+            model?: string;
+            /** @description Token ids of the vocabulary; at most the model's context of them. */
+            tokens: number[];
+        };
+        DetokenizeResponse: {
+            prompt: string;
         };
         ChatCompletion: {
             id: string;
@@ -523,6 +639,92 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    retrieveModel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The model id; one that contains `/` is sent URL-encoded (`org%2Fname`). */
+                model: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The served model. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Model"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    tokenize: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TokenizeRequest"];
+            };
+        };
+        responses: {
+            /** @description The tokens. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenizeResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    detokenize: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DetokenizeRequest"];
+            };
+        };
+        responses: {
+            /** @description The text. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DetokenizeResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             503: components["responses"]["Unavailable"];
         };
     };

@@ -66,7 +66,7 @@ export class OpenApiSpec {
     if (v(data)) return data as Schemas[N];
     const e = describe(v.errors ?? [], (ref) => this.document.components.schemas[ref]);
     const param = joinParam(paramPrefix, e.param);
-    throw new ApiError('invalid_request', param ? `${param}: ${e.message}` : e.message, { param: param || null });
+    throw new ApiError('invalid_request', param ? `${param}: ${e.message}` : e.message, { param: param || null, quote: e.quote });
   }
 }
 
@@ -96,10 +96,37 @@ function joinParam(prefix: string, param: string): string {
   return param.startsWith('[') ? prefix + param : `${prefix}.${param}`;
 }
 
-/** A short, safe rendering of a wrong value: never a whole base64 image. */
+const PREVIEW_CHARS = 40;
+
+/** A short, safe rendering of a wrong value: never a whole base64 image, never a walk down a deep one. */
 function preview(value: unknown): string {
-  const text = value === undefined ? 'nothing' : JSON.stringify(value);
-  return text.length > 40 ? `${text.slice(0, 37)}...` : text;
+  const text = value === undefined ? 'nothing' : jsonPrefix(value, PREVIEW_CHARS + 1);
+  return text.length > PREVIEW_CHARS ? `${text.slice(0, PREVIEW_CHARS - 3)}...` : text;
+}
+
+/**
+ * About the first `budget` characters of JSON.stringify(value), computed without stringifying
+ * the rest: each level of nesting costs at least one character, so the recursion is never
+ * deeper than the budget, however deep the value.
+ */
+function jsonPrefix(value: unknown, budget: number): string {
+  if (value === null || typeof value !== 'object') {
+    if (typeof value === 'string') return JSON.stringify(value.length > budget ? value.slice(0, budget) : value);
+    return JSON.stringify(value) ?? 'null';
+  }
+  const array = Array.isArray(value);
+  const keys = array ? null : Object.keys(value);
+  const length = array ? value.length : keys!.length;
+  let out = array ? '[' : '{';
+  for (let i = 0; i < length && out.length < budget; i++) {
+    if (i > 0) out += ',';
+    if (array) out += jsonPrefix(value[i], budget - out.length);
+    else {
+      out += `${JSON.stringify(keys![i])}:`;
+      if (out.length < budget) out += jsonPrefix((value as Record<string, unknown>)[keys![i]], budget - out.length);
+    }
+  }
+  return out.length < budget ? out + (array ? ']' : '}') : out;
 }
 
 const TYPE_NAMES: Record<string, string> = {
@@ -117,40 +144,73 @@ function typeList(types: string[]): string {
   return names.length === 1 ? names[0] : `${names.slice(0, -1).join(', ')} or ${names[names.length - 1]}`;
 }
 
+interface Described {
+  param: string;
+  message: string;
+  /** `; got <the value>`: for the client only (ApiError.quote). */
+  quote: string;
+}
+
 /** The one error worth reporting: the deepest, and a mismatch of value rather than of type when one branch matched the type. */
-function describe(errors: ErrorObject[], schemaOf: (name: string) => unknown): { param: string; message: string } {
+function describe(errors: ErrorObject[], schemaOf: (name: string) => unknown): Described {
   const real = errors.filter((e) => e.keyword !== 'oneOf' && e.keyword !== 'anyOf');
   const pool = real.length > 0 ? real : errors;
   const depth = (e: ErrorObject): number => (e.instancePath.match(/\//g) ?? []).length;
-  const deepest = Math.max(...pool.map(depth));
+  const deepest = pool.reduce((max, e) => Math.max(max, depth(e)), 0);
   const atDeepest = pool.filter((e) => depth(e) === deepest);
   const nonType = atDeepest.find((e) => e.keyword !== 'type');
   const e = nonType ?? atDeepest[0];
   const param = toParam(e.instancePath);
   const got = `; got ${preview(e.data)}`;
   const p = e.params as Record<string, unknown>;
+  const dependent = dependentField(e);
+  if (dependent) return dependent;
   switch (e.keyword) {
     case 'type': {
       const types = atDeepest.filter((x) => x.keyword === 'type').flatMap((x) => [(x.params as { type: string | string[] }).type].flat());
-      return { param, message: `must be ${typeList(types)}${got}` };
+      return { param, message: `must be ${typeList(types)}`, quote: got };
     }
     case 'required':
-      return { param: joinParam(param, String(p.missingProperty)), message: 'is required' };
+      return { param: joinParam(param, String(p.missingProperty)), message: 'is required', quote: '' };
     case 'additionalProperties':
-      return { param: joinParam(param, String(p.additionalProperty)), message: 'is not a known field' };
+      return { param: joinParam(param, String(p.additionalProperty)), message: 'is not a known field', quote: '' };
     case 'enum':
-      return { param, message: `must be one of ${(p.allowedValues as unknown[]).join(', ')}${got}` };
+      return { param, message: `must be one of ${(p.allowedValues as unknown[]).join(', ')}`, quote: got };
     case 'const':
-      return { param, message: `must be ${JSON.stringify(p.allowedValue)}${got}` };
+      return { param, message: `must be ${JSON.stringify(p.allowedValue)}`, quote: got };
+    case 'not':
+      return { param, message: 'is not allowed here', quote: '' };
     case 'discriminator': {
       const tag = String(p.tag);
       const value = (e.data as Record<string, unknown> | null)?.[tag];
-      return { param: joinParam(param, tag), message: `must be one of ${discriminatorValues(e.parentSchema, tag, schemaOf).join(', ')}; got ${preview(value)}` };
+      return { param: joinParam(param, tag), message: `must be one of ${discriminatorValues(e.parentSchema, tag, schemaOf).join(', ')}`, quote: `; got ${preview(value)}` };
     }
     default:
       // ajv's own wording ("must be <= 2", "must NOT have fewer than 1 items") names the limit.
-      return { param, message: `${e.message ?? 'is invalid'}${e.keyword === 'required' ? '' : got}` };
+      return { param, message: e.message ?? 'is invalid', quote: got };
   }
+}
+
+/**
+ * A field that only makes sense with another (`dependentSchemas`: top_logprobs needs logprobs
+ * true): reported at the field that was given, e.g. "top_logprobs: needs logprobs: true".
+ */
+function dependentField(e: ErrorObject): Described | null {
+  const m = /\/dependentSchemas\/([^/]+)\/(required|properties\/([^/]+)\/const)$/.exec(e.schemaPath);
+  if (!m) return null;
+  const field = m[1].replace(/~1/g, '/').replace(/~0/g, '~');
+  if (m[2] === 'required') {
+    const needed = String((e.params as { missingProperty: string }).missingProperty);
+    const value = (e.parentSchema as { properties?: Record<string, { const?: unknown }> } | undefined)?.properties?.[needed]?.const;
+    return { param: joinParam(toParam(e.instancePath), field), message: `needs ${needed}${value === undefined ? '' : `: ${JSON.stringify(value)}`}`, quote: '' };
+  }
+  const objectPath = e.instancePath.slice(0, e.instancePath.lastIndexOf('/'));
+  const needed = m[3];
+  return {
+    param: joinParam(toParam(objectPath), field),
+    message: `needs ${needed}: ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}`,
+    quote: `; got ${needed}: ${preview(e.data)}`,
+  };
 }
 
 /** The discriminator's possible values, read from the consts of the oneOf branches. */

@@ -1,5 +1,9 @@
-// Server-sent events framing, and nothing else: one `data:` line per event, a blank line after
-// it. JSON.stringify escapes every line break, so an event is always exactly one line.
+// Server-sent events: the framing (one `data:` line per event, a blank line after it;
+// JSON.stringify escapes every line break, so an event is always exactly one line), and the
+// writer that sends a stream of frames as a 200 response.
+
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { FastifyReply } from 'fastify';
 
 export const SSE_HEADERS = {
   'content-type': 'text/event-stream; charset=utf-8',
@@ -13,3 +17,39 @@ export function sseData(payload: unknown): string {
 }
 
 export const SSE_DONE = 'data: [DONE]\n\n';
+
+/**
+ * Sends `frames` as the response: the 200 head is written at once, then each frame as it comes,
+ * waiting while the socket's buffer is full; a client that went away ends the loop, which
+ * closes `frames` (and so the generation behind it).
+ *
+ * The response is taken over from fastify (hijack) on purpose: handed a stream, fastify writes
+ * the head only with the first chunk, and a client gone in between made it report the stream's
+ * "premature close" to the error handler as a 500 on a response already typed
+ * text/event-stream. Here nothing can fail between the decision to answer 200 and the head.
+ */
+export async function writeEventStream(reply: FastifyReply, frames: AsyncIterable<string>): Promise<void> {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, { ...reply.getHeaders(), ...SSE_HEADERS } as OutgoingHttpHeaders);
+  try {
+    for await (const frame of frames) {
+      if (res.destroyed) break;
+      if (!res.write(frame)) await drained(res);
+    }
+  } finally {
+    if (!res.destroyed) res.end();
+  }
+}
+
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.once('drain', done);
+    res.once('close', done);
+  });
+}

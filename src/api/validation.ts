@@ -7,8 +7,25 @@ import type { ChatMessage, ContentPart, GenerationRequest } from '../engine/type
 import { ApiError } from './errors.js';
 import { imageFromUrl, type Uploads } from './image-url.js';
 import type { Schemas } from './openapi.js';
+import type { RemoteImages } from './remote-image.js';
 
 export type ChatCompletionRequest = Schemas['ChatCompletionRequest'];
+
+/** An image part whose bytes are still to be fetched (remote-image.ts fills `part.data`). */
+export interface PendingImage {
+  part: { type: 'image'; data: Uint8Array };
+  url: string;
+  param: string;
+}
+
+export interface PlannedMessages {
+  messages: ChatMessage[];
+  imageCount: number;
+  /** The request field of each image, in prompt order: `messages[0].content[1].image_url.url`, or the upload's field. */
+  imageParams: string[];
+  /** http(s) images, in prompt order. */
+  remote: PendingImage[];
+}
 
 export interface ChatPlan {
   /** The served model's id, echoed in the response. */
@@ -19,6 +36,8 @@ export interface ChatPlan {
   /** One request per choice (n), each with its own id and seed. */
   requests: GenerationRequest[];
   imageCount: number;
+  imageParams: string[];
+  remote: PendingImage[];
 }
 
 export interface PlanContext {
@@ -29,23 +48,25 @@ export interface PlanContext {
   requestTimeoutSeconds: number;
   /** Files of a multipart request, for upload:// URLs. */
   uploads?: Uploads;
+  /** The remote image fetcher, when the server has one (http(s) URLs are refused without). */
+  remote?: RemoteImages | null;
   now?: number;
 }
 
-export function planChatCompletion(body: ChatCompletionRequest, ctx: PlanContext): ChatPlan {
-  if (body.model !== undefined && body.model !== ctx.modelId) {
-    throw new ApiError('model_not_found', `model ${JSON.stringify(body.model)} is not served here; this server serves ${JSON.stringify(ctx.modelId)}`, {
+/** A request's `model`, when given, must be the served one. */
+export function checkModel(model: string | undefined, modelId: string): void {
+  if (model !== undefined && model !== modelId) {
+    throw new ApiError('model_not_found', `model ${JSON.stringify(model.slice(0, 64))} is not served here; this server serves ${JSON.stringify(modelId)}`, {
       param: 'model',
     });
   }
+}
+
+export function planChatCompletion(body: ChatCompletionRequest, ctx: PlanContext): ChatPlan {
+  checkModel(body.model, ctx.modelId);
+  // stream_options needs stream, top_logprobs needs logprobs: the schema says so (dependentSchemas).
   const stream = body.stream ?? false;
-  if (body.stream_options !== undefined && !stream) {
-    throw new ApiError('invalid_request', 'stream_options is only allowed with stream: true', { param: 'stream_options' });
-  }
   const logprobs = body.logprobs ?? false;
-  if (body.top_logprobs !== undefined && !logprobs) {
-    throw new ApiError('invalid_request', 'top_logprobs needs logprobs: true', { param: 'top_logprobs' });
-  }
   if (body.max_tokens != null && body.max_completion_tokens != null && body.max_tokens !== body.max_completion_tokens) {
     throw new ApiError(
       'invalid_request',
@@ -54,7 +75,7 @@ export function planChatCompletion(body: ChatCompletionRequest, ctx: PlanContext
     );
   }
 
-  const { messages, imageCount } = toMessages(body.messages, ctx);
+  const { messages, imageCount, imageParams, remote } = planMessages(body.messages, ctx);
   const n = body.n ?? 1;
   const seed = body.seed ?? null;
   const deadlineMs = ctx.requestTimeoutSeconds > 0 ? (ctx.now ?? Date.now()) + ctx.requestTimeoutSeconds * 1000 : null;
@@ -81,15 +102,27 @@ export function planChatCompletion(body: ChatCompletionRequest, ctx: PlanContext
       seed: seed === null ? null : seedFor(seed, i),
     },
   }));
-  return { model: ctx.modelId, stream, includeUsage: body.stream_options?.include_usage ?? false, logprobs, requests, imageCount };
+  return {
+    model: ctx.modelId,
+    stream,
+    includeUsage: body.stream_options?.include_usage ?? false,
+    logprobs,
+    requests,
+    imageCount,
+    imageParams,
+    remote,
+  };
 }
 
 function seedFor(seed: number, i: number): number {
   return seed + i <= Number.MAX_SAFE_INTEGER ? seed + i : seed - i;
 }
 
-function toMessages(wire: ChatCompletionRequest['messages'], ctx: PlanContext): { messages: ChatMessage[]; imageCount: number } {
+/** Wire messages -> the engine's, with each image's source and field; shared by chat completions and /tokenize. */
+export function planMessages(wire: ChatCompletionRequest['messages'], ctx: Pick<PlanContext, 'maxImages' | 'uploads' | 'remote'>): PlannedMessages {
   let imageCount = 0;
+  const imageParams: string[] = [];
+  const remote: PendingImage[] = [];
   const used = new Set<string>();
   const messages = wire.map((m, i): ChatMessage => {
     const role = m.role === 'developer' ? 'system' : m.role;
@@ -101,8 +134,16 @@ function toMessages(wire: ChatCompletionRequest['messages'], ctx: PlanContext): 
       if (++imageCount > ctx.maxImages) {
         throw new ApiError('too_many_images', `at most ${ctx.maxImages} images per request`, { param });
       }
-      const image = imageFromUrl(part.image_url.url, `${param}.image_url.url`, ctx.uploads);
+      const urlParam = `${param}.image_url.url`;
+      const image = imageFromUrl(part.image_url.url, urlParam, ctx.uploads, ctx.remote ?? null);
+      if (image.kind === 'remote') {
+        const pending: PendingImage = { part: { type: 'image', data: new Uint8Array(0) }, url: image.url, param: urlParam };
+        remote.push(pending);
+        imageParams.push(urlParam);
+        return pending.part;
+      }
       if (image.upload !== null) used.add(image.upload);
+      imageParams.push(image.upload ?? urlParam);
       return { type: 'image', data: image.data };
     });
     return { role, content };
@@ -115,5 +156,5 @@ function toMessages(wire: ChatCompletionRequest['messages'], ctx: PlanContext): 
       { param: unused[0] },
     );
   }
-  return { messages, imageCount };
+  return { messages, imageCount, imageParams, remote };
 }

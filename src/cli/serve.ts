@@ -1,7 +1,8 @@
 // `npm start [-- --flag value ...]`: the OpenAI-compatible server.
 //
 // Order matters: configuration is checked first (exit 2 naming the bad setting), then HTTP
-// listens, then the model loads, so that /health answers and /ready says "loading" meanwhile.
+// listens (exit 1 with one plain line when it cannot: port taken, address not ours), then the
+// model loads, so that /health answers and /ready says "loading" meanwhile.
 // SIGTERM/SIGINT drain (src/api/shutdown.ts): /ready turns 503, new generations are refused,
 // in-flight ones get up to DRAIN_TIMEOUT seconds, the rest are cancelled; then the listener and
 // the engine close.
@@ -9,12 +10,14 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildApp, loggerOptions } from '../api/app.js';
+import { buildApp } from '../api/app.js';
 import type { ServerVersion } from '../api/context.js';
 import { EngineHost } from '../api/engine-host.js';
+import { loggerOptions } from '../api/logging.js';
 import { drainAndClose } from '../api/shutdown.js';
 import { ConfigError, loadConfig, settingsHelp, type Config } from '../config.js';
 import { createEngine, type EngineOptions, type LoadedEngine } from '../engine/engine.js';
+import { isEngineError } from '../engine/errors.js';
 
 function engineOptions(c: Config): EngineOptions {
   return {
@@ -48,6 +51,11 @@ async function main(): Promise<void> {
     console.log(settingsHelp());
     return;
   }
+  if (argv.includes('--version')) {
+    const v = packageVersion();
+    console.log(`${v.name} ${v.version}`);
+    return;
+  }
   let config: Config;
   try {
     config = loadConfig(argv);
@@ -58,7 +66,7 @@ async function main(): Promise<void> {
   }
 
   const host = new EngineHost();
-  const app = await buildApp({ config, host, version: packageVersion(), logger: loggerOptions(config.logLevel) });
+  const app = await buildApp({ config, host, version: packageVersion(), logger: loggerOptions(config.logLevel, { format: config.logFormat }) });
   const log = app.log;
   let engine: Promise<LoadedEngine> | null = null;
 
@@ -81,7 +89,12 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
 
-  await app.listen({ host: config.host, port: config.port });
+  try {
+    await app.listen({ host: config.host, port: config.port });
+  } catch (err) {
+    log.fatal({ code: (err as { code?: unknown }).code }, listenFailure(err, config));
+    process.exit(1);
+  }
   log.info({ ...config, apiKeys: `${config.apiKeys.length} key(s)` }, 'configuration');
 
   const started = performance.now();
@@ -96,9 +109,29 @@ async function main(): Promise<void> {
   } catch (err) {
     if (stopping) return; // closing the engine while it loaded: shutdown() exits
     host.fail(err);
-    log.fatal({ err }, 'the model failed to load');
+    // A package that cannot be served is said once, plainly; anything else is a bug, with its stack.
+    if (isEngineError(err) && err.code === 'model_error') log.fatal({ modelDir: config.modelDir }, `the model failed to load: ${err.message}`);
+    else log.fatal({ err }, 'the model failed to load');
     await app.close();
     process.exit(1);
+  }
+}
+
+/** Why listening failed, in the words of someone who has to fix it. */
+function listenFailure(err: unknown, config: Config): string {
+  const where = `${config.host}:${config.port}`;
+  switch ((err as { code?: unknown }).code) {
+    case 'EADDRINUSE':
+      return `cannot listen on ${where}: the port is already in use (another server running?); stop it or choose another port with --port or PORT`;
+    case 'EACCES':
+      return `cannot listen on ${where}: permission denied (ports below 1024 need privileges); choose another port with --port or PORT`;
+    case 'EADDRNOTAVAIL':
+      return `cannot listen on ${where}: that address is not one of this machine's; choose another with --host or HOST (0.0.0.0 for every interface)`;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return `cannot listen on ${where}: the host name does not resolve; use an IP address with --host or HOST`;
+    default:
+      return `cannot listen on ${where}: ${(err as Error).message}`;
   }
 }
 

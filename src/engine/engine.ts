@@ -17,7 +17,17 @@ import type { ModelPort } from './model-port.js';
 import { preparePrompt } from './prepare.js';
 import { Scheduler } from './scheduler.js';
 import { Sequence } from './sequence.js';
-import type { Engine, EngineStats, GenerationEvent, GenerationRequest, ModelInfo } from './types.js';
+import { IMAGE_MARKER } from './model-port.js';
+import {
+  IMAGE_POSITION_ID,
+  type Engine,
+  type EngineStats,
+  type GenerationEvent,
+  type GenerationRequest,
+  type ModelInfo,
+  type TokenizeInput,
+  type TokenizeResult,
+} from './types.js';
 
 export interface EngineOptions {
   /** The served model name (default: the package's name). */
@@ -239,6 +249,51 @@ class VlmEngine implements LoadedEngine {
       signal?.removeEventListener('abort', onAbort);
       if (deadline) clearTimeout(deadline);
       if (seq.state !== 'finished') stop('cancelled');
+    }
+  }
+
+  async tokenize(input: TokenizeInput): Promise<TokenizeResult> {
+    const port = this.port;
+    try {
+      if (input.type === 'text') {
+        const ids = await port.encodeText(input.text, input.addSpecialTokens, { maxPositions: port.maxContext });
+        return { ids, strings: port.tokenStrings(ids) };
+      }
+      const { ids: marked } = await port.encodeMessages(input.messages, {
+        maxPositions: port.maxContext,
+        generationPrompt: input.addGenerationPrompt,
+      });
+      const texts = port.tokenStrings(marked.filter((id) => id !== IMAGE_MARKER));
+      const ids: number[] = [];
+      const strings: string[] = [];
+      let t = 0;
+      for (const id of marked) {
+        if (id !== IMAGE_MARKER) {
+          ids.push(id);
+          strings.push(texts[t++]);
+        } else {
+          for (let k = 0; k < port.numImageTokens; k++) {
+            ids.push(IMAGE_POSITION_ID);
+            strings.push(port.imagePlaceholder);
+          }
+        }
+      }
+      return { ids, strings };
+    } catch (err) {
+      throw toEngineError(err);
+    }
+  }
+
+  async detokenize(ids: number[]): Promise<string> {
+    if (ids.length > this.port.maxContext) {
+      throw new EngineError('context_length_exceeded', `${ids.length} tokens are more than the model's context of ${this.port.maxContext}`, {
+        param: 'tokens',
+      });
+    }
+    try {
+      return await this.port.decode(ids);
+    } catch (err) {
+      throw toEngineError(err);
     }
   }
 

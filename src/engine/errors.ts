@@ -18,12 +18,15 @@ export type EngineErrorCode =
 export class EngineError extends Error {
   readonly code: EngineErrorCode;
   readonly param: string | null;
+  /** The request's image at fault, by its index in prompt order (the api layer knows its field). */
+  readonly image: number | null;
 
-  constructor(code: EngineErrorCode, message: string, options?: { param?: string; cause?: unknown }) {
+  constructor(code: EngineErrorCode, message: string, options?: { param?: string; cause?: unknown; image?: number }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'EngineError';
     this.code = code;
     this.param = options?.param ?? null;
+    this.image = options?.image ?? null;
   }
 }
 

@@ -12,7 +12,7 @@ import {
   type PromptMessage,
 } from '../model/index.js';
 import { EngineError } from './errors.js';
-import type { Detokenizer, EncodedPrompt, ModelPort } from './model-port.js';
+import type { Detokenizer, EncodedPrompt, EncodeOptions, ModelPort } from './model-port.js';
 import type { ChatMessage } from './types.js';
 
 export interface ModelLimits {
@@ -27,13 +27,21 @@ export async function loadModelPort(packageDir: string, limits: ModelLimits): Pr
     pkg = await loadPackage(packageDir);
     tokenizer = await TextTokenizer.load(pkg.paths.tokenizer, pkg.manifest.files.tokenizer);
   } catch (err) {
-    if (err instanceof PackageError) throw new EngineError('model_error', `${packageDir}: ${err.message}`, { cause: err });
+    // The message names the file, and the directory when it matters; no need to say it twice.
+    if (err instanceof PackageError) {
+      throw new EngineError('model_error', err.message.includes(packageDir) ? err.message : `${packageDir}: ${err.message}`, { cause: err });
+    }
     throw err;
   }
   const { manifest, paths } = pkg;
   const t = manifest.text;
   // Ids past the tokenizer's vocabulary (logit rows beyond it, e.g. phi-2's 51200) have no text.
   const known = (id: number): boolean => id >= 0 && id < tokenizer.vocabSize;
+  const promptError = (err: unknown): unknown => {
+    if (!(err instanceof PromptError)) return err;
+    const code = err.code === 'too_long' ? 'context_length_exceeded' : 'invalid_request';
+    return new EngineError(code, err.message, { param: 'messages', cause: err });
+  };
 
   return {
     name: manifest.name,
@@ -54,8 +62,9 @@ export async function loadModelPort(packageDir: string, limits: ModelLimits): Pr
     numImageTokens: manifest.vision.num_image_tokens,
     imagePreprocessing: manifest.image_preprocessing,
     stopTokenIds: [...new Set([...t.eos_token_ids, ...manifest.prompt.stop_token_ids])],
+    imagePlaceholder: manifest.prompt.image_placeholder,
 
-    async encodeMessages(messages: ChatMessage[]): Promise<EncodedPrompt> {
+    async encodeMessages(messages: ChatMessage[], options: EncodeOptions = {}): Promise<EncodedPrompt> {
       const images: Uint8Array[] = [];
       const promptMessages: PromptMessage[] = messages.map((m) => ({
         role: m.role,
@@ -69,12 +78,35 @@ export async function loadModelPort(packageDir: string, limits: ModelLimits): Pr
               }),
       }));
       try {
-        const prompt = await buildPrompt(promptMessages, manifest, tokenizer);
+        const prompt = await buildPrompt(promptMessages, manifest, tokenizer, options);
         return { ids: prompt.ids, images };
       } catch (err) {
-        if (err instanceof PromptError) throw new EngineError('invalid_request', err.message, { param: 'messages', cause: err });
-        throw err;
+        throw promptError(err);
       }
+    },
+
+    async encodeText(text: string, addSpecialTokens: boolean, options: Pick<EncodeOptions, 'maxPositions'> = {}): Promise<number[]> {
+      const least = tokenizer.minTokens(text.length);
+      if (options.maxPositions !== undefined && least >= options.maxPositions) {
+        throw new EngineError(
+          'context_length_exceeded',
+          `the text is at least ${least} tokens (${text.length} characters), the model's context is ${options.maxPositions}`,
+          { param: 'prompt' },
+        );
+      }
+      return tokenizer.encode(text, addSpecialTokens);
+    },
+
+    async decode(ids: number[]): Promise<string> {
+      const bad = ids.findIndex((id) => !known(id));
+      if (bad >= 0) {
+        throw new EngineError('invalid_request', `token ${ids[bad]} is not in the vocabulary (0 to ${tokenizer.vocabSize - 1})`, { param: `tokens[${bad}]` });
+      }
+      return tokenizer.decode(ids, false);
+    },
+
+    tokenStrings(ids: number[]): string[] {
+      return ids.map((id) => (known(id) ? (tokenizer.idToToken(id) ?? '') : ''));
     },
 
     async decodeImage(bytes: Uint8Array) {

@@ -16,6 +16,12 @@ export interface EncodedPrompt {
   images: Uint8Array[];
 }
 
+export interface EncodeOptions {
+  maxPositions?: number;
+  /** End with the template's generation prompt (default true). */
+  generationPrompt?: boolean;
+}
+
 /** Incremental detokenization of one generated sequence: complete characters only. */
 export interface Detokenizer {
   /** The text `id` completes ('' while a character is still partial). */
@@ -35,8 +41,21 @@ export interface ModelPort {
   /** Tokens that end generation (EOS and the template's stop tokens). */
   readonly stopTokenIds: readonly number[];
 
-  /** Renders the conversation with the package's template and tokenizes it (ending with the generation prompt). */
-  encodeMessages(messages: ChatMessage[]): Promise<EncodedPrompt>;
+  /** The text that stands for an image in the package's prompt (e.g. "<image>"). */
+  readonly imagePlaceholder: string;
+
+  /**
+   * Renders the conversation with the package's template and tokenizes it (ending with the
+   * generation prompt unless told otherwise). A prompt that surely has `maxPositions` or more
+   * positions is refused (context_length_exceeded) before it is tokenized.
+   */
+  encodeMessages(messages: ChatMessage[], options?: EncodeOptions): Promise<EncodedPrompt>;
+  /** Token ids of a plain text (HF's `tokenizer(text, add_special_tokens)`), refused early as above. */
+  encodeText(text: string, addSpecialTokens: boolean, options?: Pick<EncodeOptions, 'maxPositions'>): Promise<number[]>;
+  /** HF's `tokenizer.decode(ids)`, special tokens kept; rejects (invalid_request) ids outside the vocabulary. */
+  decode(ids: number[]): Promise<string>;
+  /** The vocabulary string of each id (e.g. "Ġthe"), as HF's convert_ids_to_tokens. */
+  tokenStrings(ids: number[]): string[];
   /** Decodes encoded image bytes to RGB as the reference does; rejects with an `invalid_image` EngineError. */
   decodeImage(bytes: Uint8Array): Promise<RgbImage>;
   /** A fresh detokenizer for one generated sequence; special tokens produce no text. */

@@ -44,6 +44,12 @@ export function directRunner(runner: Pick<ModelRunner, 'encodeImages' | 'embedTo
   };
 }
 
+/** An image's error, told which image it is (the api layer turns that into the image's field). */
+function atImage(err: unknown, image: number): unknown {
+  if (!(err instanceof EngineError) || err.image !== null) return err;
+  return new EngineError(err.code, err.message, { param: err.param ?? undefined, cause: err.cause, image });
+}
+
 export async function preparePrompt(
   messages: ChatMessage[],
   model: ModelPort,
@@ -51,12 +57,14 @@ export async function preparePrompt(
   limits: PrepareLimits,
   signal?: AbortSignal,
 ): Promise<PreparedPrompt> {
-  const { ids, images } = await model.encodeMessages(messages);
-  if (images.length > limits.maxImages) {
-    throw new EngineError('too_many_images', `at most ${limits.maxImages} images per request, got ${images.length}`, {
+  const imageParts = messages.reduce((n, m) => n + (typeof m.content === 'string' ? 0 : m.content.filter((p) => p.type === 'image').length), 0);
+  if (imageParts > limits.maxImages) {
+    throw new EngineError('too_many_images', `at most ${limits.maxImages} images per request, got ${imageParts}`, {
       param: 'messages',
     });
   }
+  // A text that cannot fit is refused from its length, before it is tokenized whole.
+  const { ids, images } = await model.encodeMessages(messages, { maxPositions: model.maxContext });
   const markers = ids.filter((id) => id === IMAGE_MARKER).length;
   if (markers !== images.length) throw new EngineError('internal', `prompt has ${markers} image markers for ${images.length} images`);
   const N = model.numImageTokens;
@@ -73,7 +81,7 @@ export async function preparePrompt(
   // 1. images: decode here (sharp works off the event loop), then resize, normalise, encode
   //    and project in the vision worker (or find them in the image cache) -> count x [N, D]
   const t0 = performance.now();
-  const decoded = await Promise.all(images.map((bytes) => model.decodeImage(bytes)));
+  const decoded = await Promise.all(images.map((bytes, k) => model.decodeImage(bytes).catch((err: unknown) => Promise.reject(atImage(err, k)))));
   const decodeSeconds = (performance.now() - t0) / 1000;
   signal?.throwIfAborted();
   let imageEmbeds: Float32Array[] = [];

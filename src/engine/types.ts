@@ -83,12 +83,34 @@ export interface EngineStats {
   imageCache?: { hits: number; misses: number; bytes: number; entries: number };
 }
 
+/** What /tokenize counts: a plain text, or a conversation rendered as a chat completion renders it. */
+export type TokenizeInput =
+  | { type: 'text'; text: string; addSpecialTokens: boolean }
+  | { type: 'chat'; messages: ChatMessage[]; addGenerationPrompt: boolean };
+
+/** Stands for each image position in tokenize results (LLaVA's IMAGE_TOKEN_INDEX). */
+export const IMAGE_POSITION_ID = -200;
+
+export interface TokenizeResult {
+  /** One entry per prompt position: token ids, and IMAGE_POSITION_ID num_image_tokens times per image. */
+  ids: number[];
+  /** Each position's vocabulary string (an image position: the image placeholder). */
+  strings: string[];
+}
+
 export interface Engine {
   readonly model: ModelInfo;
   /** Live numbers for metrics; optional so that fakes and other backends may omit them. */
   stats?(): EngineStats;
   /** Starts generation; the iterable ends after `done`. Aborting `signal` cancels within one step. */
   generate(request: GenerationRequest, signal?: AbortSignal): AsyncIterable<GenerationEvent>;
+  /**
+   * Token ids as the model would see them, without generating; works while the sessions load.
+   * Rejects with context_length_exceeded when the text surely cannot fit the context.
+   */
+  tokenize(input: TokenizeInput): Promise<TokenizeResult>;
+  /** The text of token ids, special tokens kept; rejects ids outside the vocabulary (invalid_request). */
+  detokenize(ids: number[]): Promise<string>;
   /** Resolves once sessions are loaded and a warm-up step ran. */
   ready(): Promise<void>;
   /** Stops accepting work, finishes or cancels what runs, frees workers. */

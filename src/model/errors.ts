@@ -26,7 +26,10 @@ export class ImageError extends Error {
   }
 }
 
-export type PromptErrorCode = 'invalid_messages' | 'image_count_mismatch';
+export type PromptErrorCode =
+  | 'invalid_messages'
+  | 'image_count_mismatch'
+  | 'too_long'; // surely longer than the context, found before tokenizing
 
 /** Messages that cannot be rendered into this model's prompt (a client error). */
 export class PromptError extends Error {

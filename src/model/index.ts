@@ -6,13 +6,14 @@ export type { ImageErrorCode, PromptErrorCode } from './errors.js';
 export * from './manifest.js';
 export { CONNECTOR_IO, EMBED_TOKENS_IO, VISION_ENCODER_IO } from './graph-io.js';
 export { TextTokenizer, DecodeStream, type DecodeStreamOptions } from './tokenizer.js';
-export { renderPrompt, type PromptMessage, type PromptPart, type RenderedPrompt } from './template.js';
+export { renderPrompt, type PromptMessage, type PromptPart, type RenderedPrompt, type RenderOptions } from './template.js';
 export {
   buildPrompt,
   tokenizePrompt,
   IMAGE_TOKEN_INDEX,
   type BuiltPrompt,
   type PromptEncoder,
+  type PromptOptions,
   type PromptSegment,
   type TokenizedPrompt,
 } from './prompt.js';

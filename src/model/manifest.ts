@@ -29,7 +29,11 @@ export async function loadPackage(dir: string): Promise<ModelPackage> {
   try {
     text = await readFile(path.join(root, MANIFEST_FILE), 'utf8');
   } catch (err) {
-    throw new PackageError(MANIFEST_FILE, `cannot be read in ${root}: ${(err as Error).message}`);
+    const missing = (err as { code?: unknown }).code === 'ENOENT';
+    throw new PackageError(
+      MANIFEST_FILE,
+      missing ? `not found in ${root}: is it a model package made by \`npm run export\`?` : `cannot be read in ${root}: ${(err as Error).message}`,
+    );
   }
   let json: unknown;
   try {

@@ -39,18 +39,28 @@ export interface BuiltPrompt extends TokenizedPrompt {
 /** The part of a tokenizer this module needs (TextTokenizer has it). */
 export interface PromptEncoder {
   encode(text: string, addSpecialTokens?: boolean): Promise<number[]>;
+  /** The fewest tokens a text of this many UTF-16 units can become, known without tokenizing it (token-bound.ts). */
+  minTokens?(length: number): number;
 }
 
 type PromptManifest = Pick<Manifest, 'prompt' | 'text' | 'vision'>;
+
+export interface PromptOptions {
+  /** Refuse (PromptError too_long) a prompt that surely has at least this many positions, before tokenizing it. */
+  maxPositions?: number;
+  /** End with the template's generation prompt (default true); false allows ending on an answer. */
+  generationPrompt?: boolean;
+}
 
 /** Renders the messages and tokenizes the result. */
 export async function buildPrompt(
   messages: readonly PromptMessage[],
   manifest: PromptManifest,
   tokenizer: PromptEncoder,
+  options: PromptOptions = {},
 ): Promise<BuiltPrompt> {
-  const { text, imageCount } = renderPrompt(messages, manifest.prompt);
-  return { text, imageCount, ...(await tokenizePrompt(text, imageCount, manifest, tokenizer)) };
+  const { text, imageCount } = renderPrompt(messages, manifest.prompt, { generationPrompt: options.generationPrompt });
+  return { text, imageCount, ...(await tokenizePrompt(text, imageCount, manifest, tokenizer, options)) };
 }
 
 export async function tokenizePrompt(
@@ -58,7 +68,11 @@ export async function tokenizePrompt(
   imageCount: number,
   manifest: PromptManifest,
   tokenizer: PromptEncoder,
+  options: Pick<PromptOptions, 'maxPositions'> = {},
 ): Promise<TokenizedPrompt> {
+  if (options.maxPositions !== undefined && tokenizer.minTokens) {
+    refuseSurelyTooLong(text, imageCount, manifest, (length) => tokenizer.minTokens!(length), options.maxPositions);
+  }
   const runs =
     manifest.prompt.image_token_mode === 'splice'
       ? await spliceRuns(text, manifest, tokenizer)
@@ -71,6 +85,28 @@ export async function tokenizePrompt(
     );
   }
   return assemble(runs, manifest.vision.num_image_tokens);
+}
+
+/**
+ * The cheap check before tokenizing: the text without its placeholders is at least
+ * minTokens(text) tokens, each image num_image_tokens positions.
+ */
+function refuseSurelyTooLong(
+  text: string,
+  imageCount: number,
+  manifest: PromptManifest,
+  minTokens: (length: number) => number,
+  maxPositions: number,
+): void {
+  const textUnits = Math.max(0, text.length - imageCount * manifest.prompt.image_placeholder.length);
+  const atLeast = minTokens(textUnits) + imageCount * manifest.vision.num_image_tokens;
+  if (atLeast >= maxPositions) {
+    throw new PromptError(
+      'too_long',
+      `the prompt is at least ${atLeast} tokens (${text.length} characters, ${imageCount} images x ${manifest.vision.num_image_tokens}), ` +
+        `the model's context is ${maxPositions}`,
+    );
+  }
 }
 
 /** Text ids between images: image k sits between runs[k] and runs[k + 1]. */
@@ -111,7 +147,8 @@ function assemble(runs: number[][], tokensPerImage: number): TokenizedPrompt {
     }
     if (run.length > 0) {
       segments.push({ type: 'text', ids: run });
-      ids.push(...run);
+      // A loop, not push(...run): spreading a run of 125k ids overflows the call stack.
+      for (const id of run) ids.push(id);
       position += run.length;
     }
   });

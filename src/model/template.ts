@@ -33,7 +33,17 @@ export interface RenderedPrompt {
   imageCount: number;
 }
 
-export function renderPrompt(messages: readonly PromptMessage[], prompt: PromptConfig): RenderedPrompt {
+export interface RenderOptions {
+  /**
+   * End with the generation prompt (default true: what a chat completion feeds the model, so the
+   * last message must be the user's). false (vLLM's add_generation_prompt false, for /tokenize):
+   * the conversation as it stands, which may end with an answer.
+   */
+  generationPrompt?: boolean;
+}
+
+export function renderPrompt(messages: readonly PromptMessage[], prompt: PromptConfig, options: RenderOptions = {}): RenderedPrompt {
+  const generationPrompt = options.generationPrompt ?? true;
   const clean = (text: string) => text.split(prompt.image_placeholder).join('');
   const systemTexts: string[] = [];
   const turns: { role: 'user' | 'assistant'; text: string; images: number; index: number }[] = [];
@@ -60,7 +70,7 @@ export function renderPrompt(messages: readonly PromptMessage[], prompt: PromptC
     }
     turns.push({ role: message.role, text: clean(text), images, index });
   });
-  if (turns.length === 0 || turns[turns.length - 1].role !== 'user') {
+  if (turns.length === 0 || (generationPrompt && turns[turns.length - 1].role !== 'user')) {
     throw new PromptError('invalid_messages', 'the last message must be a user message');
   }
 
@@ -80,7 +90,8 @@ export function renderPrompt(messages: readonly PromptMessage[], prompt: PromptC
     }
     text += fillSlots(prompt.user_format, { content: question, eos });
     const answer = turns[i + 1];
-    text += answer ? fillSlots(prompt.assistant_format, { content: answer.text, eos }) : prompt.generation_prompt;
+    if (answer) text += fillSlots(prompt.assistant_format, { content: answer.text, eos });
+    else if (generationPrompt) text += prompt.generation_prompt;
   }
   return { text, imageCount };
 }
@@ -103,11 +114,18 @@ function flattenContent(message: PromptMessage, index: number): { text: string; 
 
 // Python's str.strip() whitespace (str.isspace), which differs from String.prototype.trim():
 // it includes U+001C..U+001F and U+0085 and excludes U+FEFF.
-const PY_STRIP =
-  /^[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+|[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$/g;
+const PY_SPACE = /[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]/;
 
+/**
+ * Python's str.strip(). A scan from both ends, not a regex: `\s+$` retried from every start of
+ * a long run of spaces is quadratic (40,000 spaces took 2 s).
+ */
 export function pythonStrip(text: string): string {
-  return text.replace(PY_STRIP, '');
+  let start = 0;
+  let end = text.length;
+  while (start < end && PY_SPACE.test(text[start])) start++;
+  while (end > start && PY_SPACE.test(text[end - 1])) end--;
+  return start === 0 && end === text.length ? text : text.slice(start, end);
 }
 
 /**

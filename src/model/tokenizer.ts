@@ -2,10 +2,12 @@
 // run) through its npm binding, plus the per-token byte table for streaming (token-bytes.ts).
 // encode/decode are asynchronous because the binding runs them off the event loop.
 
+import { readFile } from 'node:fs/promises';
 import { Tokenizer } from 'tokenizers';
 import { DecodeStream, type DecodeStreamOptions } from './decode-stream.js';
 import { PackageError } from './errors.js';
-import { readTokenByteTable, type TokenByteTable } from './token-bytes.js';
+import { minTokens, unitsPerTokenBound, type TokenizerDocument } from './token-bound.js';
+import { buildTokenByteTable, type TokenByteTable } from './token-bytes.js';
 
 export { DecodeStream, type DecodeStreamOptions } from './decode-stream.js';
 
@@ -15,20 +17,29 @@ export class TextTokenizer {
   private constructor(
     private readonly tokenizer: Tokenizer,
     private readonly table: TokenByteTable,
+    /** The most UTF-16 units of text one token stands for (token-bound.ts); Infinity when unknown. */
+    readonly unitsPerToken: number,
   ) {}
 
   /** Loads tokenizer.json; `label` names the file in errors (default: its path). */
   static async load(file: string, label = file): Promise<TextTokenizer> {
     let tokenizer: Tokenizer;
     let table: TokenByteTable;
+    let doc: TokenizerDocument;
     try {
       tokenizer = Tokenizer.fromFile(file);
-      table = await readTokenByteTable(file, label);
+      doc = JSON.parse(await readFile(file, 'utf8')) as TokenizerDocument;
+      table = buildTokenByteTable(doc as Parameters<typeof buildTokenByteTable>[0], label);
     } catch (err) {
       if (err instanceof PackageError) throw err;
       throw new PackageError(label, `cannot be loaded as a tokenizer: ${(err as Error).message}`);
     }
-    return new TextTokenizer(tokenizer, table);
+    return new TextTokenizer(tokenizer, table, unitsPerTokenBound(doc, table));
+  }
+
+  /** The fewest tokens a text of `length` UTF-16 units can become (0 when no bound is known). */
+  minTokens(length: number): number {
+    return minTokens(length, this.unitsPerToken);
   }
 
   /** Token ids of `text`; with special tokens, as HF's `tokenizer(text).input_ids` (BOS etc.). */

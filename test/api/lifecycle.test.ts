@@ -6,7 +6,7 @@ import { connect } from 'node:net';
 import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { loggerOptions } from '../../src/api/app.js';
+import { loggerOptions } from '../../src/api/logging.js';
 import { drainAndClose } from '../../src/api/shutdown.js';
 import { assertError, assertMatches, chatBody, dataUrl, imageMessage, parseSse, startApp } from './support/harness.js';
 import { FakeEngine } from './support/fake-engine.js';
@@ -171,11 +171,20 @@ describe('request ids, keys, routes and logs', () => {
     }
   });
 
-  test('an unknown route or method is a 404 in the envelope', async () => {
+  test('an unknown route is a 404, a method a route does not take a 405 with Allow, both in the envelope', async () => {
     const t = await startApp();
     try {
       assertError(await t.app.inject('/v1/completions'), 404, 'route_not_found');
-      assertError(await t.app.inject('/v1/chat/completions'), 404, 'route_not_found');
+      const get = await t.app.inject('/v1/chat/completions');
+      assertError(get, 405, 'method_not_allowed');
+      assert.equal(get.headers.allow, 'POST');
+      for (const method of ['DELETE', 'PUT', 'PATCH', 'OPTIONS', 'POST'] as const) {
+        const res = await t.app.inject({ method, url: '/v1/models?x=1' });
+        assertError(res, 405, 'method_not_allowed');
+        assert.equal(res.headers.allow, 'GET, HEAD', method);
+      }
+      assert.equal((await t.app.inject({ method: 'DELETE', url: '/v1/models/fake-vlm' })).headers.allow, 'GET, HEAD');
+      assertError(await t.app.inject({ method: 'DELETE', url: '/v1/models/a/b' }), 404, 'route_not_found');
     } finally {
       await t.close();
     }

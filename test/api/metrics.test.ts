@@ -33,6 +33,9 @@ const OURS = [
   'image_cache_hits_total',
   'image_cache_misses_total',
   'image_cache_bytes',
+  'requests_cancelled_total',
+  'image_fetches_total',
+  'image_fetch_seconds',
 ].map((n) => `tinyllava_${n}`);
 
 /** The value of one sample line, e.g. `tinyllava_prompt_tokens_total` or `x{a="b"}`. */

@@ -3,6 +3,9 @@
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { packageDir } from '../support/golden.js';
@@ -95,9 +98,57 @@ describe('npm start', () => {
     }
   });
 
-  test('a model directory that cannot be loaded exits 1 after logging why', async () => {
-    const s = await start(['--model', join(repoRoot, 'test/fixtures/images')]);
+  test('a model directory that cannot be loaded exits 1 after saying why once, without a stack', async () => {
+    const dir = join(repoRoot, 'test/fixtures/images');
+    const s = await start(['--model', dir]);
     assert.equal(await s.exited, 1);
-    assert.ok(s.logs.some((l) => l.level === 60 && l.msg === 'the model failed to load'));
+    const fatal = s.logs.filter((l) => l.level === 60);
+    assert.equal(fatal.length, 1, JSON.stringify(fatal));
+    assert.equal(fatal[0].msg, `the model failed to load: manifest.json: not found in ${dir}: is it a model package made by \`npm run export\`?`);
+    assert.equal(fatal[0].err, undefined, 'no stack trace for a package that cannot be served');
+  });
+
+  test('--version prints the name and version and exits 0', () => {
+    const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { name: string; version: string };
+    const r = spawnSync(process.execPath, [SERVE, '--version'], { encoding: 'utf8' });
+    assert.equal(r.status, 0);
+    assert.equal(r.stdout, `${pkg.name} ${pkg.version}\n`);
+  });
+
+  test('a port already taken: exit 1 with one plain line naming the port, no stack trace', async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const port = (blocker.address() as AddressInfo).port;
+    try {
+      const r = spawnSync(process.execPath, [SERVE, '--port', String(port), '--model', join(repoRoot, 'test/fixtures/images')], {
+        encoding: 'utf8',
+        env: { ...process.env, LOG_FORMAT: 'json' },
+      });
+      assert.equal(r.status, 1);
+      const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, any>);
+      const fatal = lines.filter((l) => l.level === 60);
+      assert.equal(fatal.length, 1, r.stdout);
+      assert.equal(fatal[0].msg, `cannot listen on 127.0.0.1:${port}: the port is already in use (another server running?); stop it or choose another port with --port or PORT`);
+      assert.doesNotMatch(r.stdout + r.stderr, /\n\s+at /, 'no stack trace');
+      assert.ok(!lines.some((l) => /model/.test(l.msg ?? '')), 'the model is not loaded when the server cannot listen');
+    } finally {
+      blocker.close();
+    }
+  });
+
+  test('--log-format pretty writes readable lines, not JSON; a bare boolean flag means true', async () => {
+    const child = spawn(process.execPath, [SERVE, '--port', '0', '--log-format', 'pretty', '--allow-remote-images', '--model', join(repoRoot, 'test/fixtures/images')], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout!.on('data', (c: Buffer) => (out += c.toString('utf8')));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.equal(code, 1, out);
+    const lines = out.split('\n').filter((l) => l.trim().length > 0);
+    assert.ok(lines.length >= 3, out);
+    for (const line of lines.filter((l) => /^\S/.test(l))) assert.throws(() => JSON.parse(line), `not JSON: ${line}`);
+    assert.match(out, /INFO.*Server listening at http:\/\/127\.0\.0\.1:\d+/);
+    assert.match(out, /FATAL.*the model failed to load: manifest\.json: not found/);
+    assert.match(out, /allowRemoteImages: true/);
   });
 });

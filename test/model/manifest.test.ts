@@ -148,6 +148,6 @@ describe('loadPackage', () => {
 
   it('rejects invalid JSON and a missing manifest', async () => {
     assert.match((await loadError('{ "format": ')).message, /^manifest\.json: is not valid JSON/);
-    await assert.rejects(loadPackage(path.join(tmpdir(), 'tinyllava-no-such-package')), /^PackageError: manifest\.json: cannot be read/);
+    await assert.rejects(loadPackage(path.join(tmpdir(), 'tinyllava-no-such-package')), /^PackageError: manifest\.json: not found in .*npm run export/);
   });
 });

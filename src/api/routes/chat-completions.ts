@@ -2,7 +2,6 @@
 // wires the steps together: body -> schema -> plan -> engine -> response.
 
 import { performance } from 'node:perf_hooks';
-import { Readable } from 'node:stream';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { chatStream } from '../chat-stream.js';
@@ -11,7 +10,7 @@ import type { ApiContext } from '../context.js';
 import { ApiError, errorBody, toApiError, type ErrorResponse } from '../errors.js';
 import { runChoices, type ChoiceEvent } from '../generation.js';
 import { readMultipart } from '../multipart.js';
-import { SSE_HEADERS } from '../sse.js';
+import { writeEventStream } from '../sse.js';
 import { planChatCompletion } from '../validation.js';
 
 export async function chatCompletionsRoute(app: FastifyInstance, ctx: ApiContext): Promise<void> {
@@ -25,6 +24,9 @@ export async function chatCompletionsRoute(app: FastifyInstance, ctx: ApiContext
     handler: async (request, reply) => {
       const arrival = performance.now();
       const engine = host.acquire();
+      // From here on, a client that goes away cancels what its request is waiting for: the
+      // rest of an upload, image fetches, the queue, the generation.
+      const abort = cancelOnDisconnect(reply, ctx);
       const { body, uploads } = request.isMultipart()
         ? await readMultipart(request, spec, config)
         : { body: request.body, uploads: undefined };
@@ -35,14 +37,16 @@ export async function chatCompletionsRoute(app: FastifyInstance, ctx: ApiContext
         maxImages: config.maxImages,
         requestTimeoutSeconds: config.requestTimeoutSeconds,
         uploads,
+        remote: ctx.remoteImages,
       });
+      if (plan.remote.length > 0) await ctx.remoteImages.fetchAll(plan.remote, abort.signal);
 
-      const abort = cancelOnDisconnect(reply, ctx);
       const events = runChoices(engine, plan.requests, {
         signal: abort.signal,
         metrics,
         arrival,
         imagesPerChoice: plan.imageCount,
+        imageParams: plan.imageParams,
       });
       const meta = { id: completionId(), model: plan.model, created: Math.floor(Date.now() / 1000) };
       if (!plan.stream) {
@@ -56,7 +60,8 @@ export async function chatCompletionsRoute(app: FastifyInstance, ctx: ApiContext
         includeUsage: plan.includeUsage,
         onError: (err) => streamError(err, request, ctx),
       });
-      return reply.headers(SSE_HEADERS).send(Readable.from(sse, { objectMode: false }));
+      await writeEventStream(reply, sse);
+      return reply;
     },
   });
 }

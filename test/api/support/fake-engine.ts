@@ -5,7 +5,16 @@
 // image (JPEG or PNG magic) or fail with invalid_image.
 
 import { EngineError } from '../../../src/engine/errors.js';
-import type { Engine, GenerationEvent, GenerationRequest, ModelInfo, TokenLogprob } from '../../../src/engine/types.js';
+import {
+  IMAGE_POSITION_ID,
+  type Engine,
+  type GenerationEvent,
+  type GenerationRequest,
+  type ModelInfo,
+  type TokenizeInput,
+  type TokenizeResult,
+  type TokenLogprob,
+} from '../../../src/engine/types.js';
 import type { EngineStats } from '../../../src/engine/types.js';
 
 export interface FakeEngineOptions {
@@ -21,7 +30,17 @@ export interface FakeEngineOptions {
   failAfter?: { tokens: number; error: EngineError };
   /** More concurrent generations than this fail with `overloaded`. */
   maxRunning?: number;
+  /** Called just before the first delta is yielded (a test can make the client vanish right then). */
+  beforeFirstDelta?: () => void;
 }
+
+/** The fake's vocabulary: id 0 is BOS, 1 is EOS, word k of WORDS is id k + 2. */
+const WORDS = new Map<string, number>();
+const wordId = (w: string): number => {
+  if (!WORDS.has(w)) WORDS.set(w, WORDS.size + 2);
+  return WORDS.get(w)!;
+};
+const idWord = (id: number): string | undefined => (id === 0 ? '<s>' : id === 1 ? '</s>' : [...WORDS].find(([, v]) => v === id)?.[0]);
 
 export const DEFAULT_TOKENS = ['The', ' answer', ' is', ' forty', '-two', '.'];
 
@@ -52,6 +71,46 @@ export class FakeEngine implements Engine {
     return { running: this.running, waiting: 0, kvCache: { usedBytes: this.running * 10, reservedBytes: this.running * 25, capacityBytes: 100 } };
   }
 
+  /** BOS, a token per word, EOS; each image num_image_tokens image positions (where the real engine puts them). */
+  async tokenize(input: TokenizeInput): Promise<TokenizeResult> {
+    const ids: number[] = [0];
+    const strings: string[] = ['<s>'];
+    const parts =
+      input.type === 'text'
+        ? [{ type: 'text' as const, text: input.text }]
+        : input.messages.flatMap((m) => (typeof m.content === 'string' ? [{ type: 'text' as const, text: m.content }] : m.content));
+    for (const p of parts) {
+      if (p.type === 'text') {
+        for (const w of p.text.split(/\s+/).filter(Boolean)) {
+          ids.push(wordId(w));
+          strings.push(w);
+        }
+      } else {
+        for (let k = 0; k < this.model.numImageTokens; k++) {
+          ids.push(IMAGE_POSITION_ID);
+          strings.push('<image>');
+        }
+      }
+    }
+    ids.push(1);
+    strings.push('</s>');
+    if (ids.length >= this.model.maxContext) {
+      throw new EngineError('context_length_exceeded', `the prompt is ${ids.length} tokens, the model's context is ${this.model.maxContext}`, {
+        param: input.type === 'text' ? 'prompt' : 'messages',
+      });
+    }
+    return { ids, strings };
+  }
+
+  async detokenize(ids: number[]): Promise<string> {
+    const words = ids.map((id, i) => {
+      const w = idWord(id);
+      if (w === undefined) throw new EngineError('invalid_request', `token ${id} is not in the vocabulary`, { param: `tokens[${i}]` });
+      return w;
+    });
+    return words.join(' ');
+  }
+
   async *generate(request: GenerationRequest, signal?: AbortSignal): AsyncIterable<GenerationEvent> {
     this.requests.push(request);
     const o = this.options;
@@ -76,6 +135,7 @@ export class FakeEngine implements Engine {
           return;
         }
         if (o.failAfter && i === o.failAfter.tokens) throw o.failAfter.error;
+        if (i === 0) o.beforeFirstDelta?.();
         generated++;
         const event: GenerationEvent = { type: 'delta', text: token, tokenIds: [1000 + i] };
         if (request.logprobs !== null) event.logprobs = [logprob(token, request.logprobs)];
@@ -98,7 +158,7 @@ export class FakeEngine implements Engine {
           const d = p.data;
           const jpeg = d[0] === 0xff && d[1] === 0xd8 && d[2] === 0xff;
           const png = d[0] === 0x89 && d[1] === 0x50 && d[2] === 0x4e && d[3] === 0x47;
-          if (!jpeg && !png) throw new EngineError('invalid_image', 'image format not recognised (fake)', { param: 'messages' });
+          if (!jpeg && !png) throw new EngineError('invalid_image', 'image format not recognised (fake)', { param: 'messages', image: images });
           images++;
         }
       }
