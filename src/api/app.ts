@@ -101,7 +101,7 @@ async function apiPlugin(app: FastifyInstance, ctx: ApiContext): Promise<void> {
     reply.header(REQUEST_ID_HEADER, request.id);
     // A client gone before its response was complete: an upload cut short, a stream closed early.
     reply.raw.once('close', () => {
-      if (!reply.raw.writableFinished && !closedByServer.has(request.raw.socket)) ctx.metrics.cancelled();
+      if (!reply.raw.writableEnded && !closedByServer.has(request.raw.socket)) ctx.metrics.cancelled();
     });
   });
   // Browsers ask (preflight) before they send; the answer must come before any API key check.

@@ -34,11 +34,17 @@ export async function* chatStream(
   }
 
   try {
-    if (first) yield* frames(first);
-    for await (const event of rest) yield* frames(event);
-    if (options.includeUsage) yield sseData(maker.usage(done));
-  } catch (err) {
-    yield sseData(options.onError(err));
+    try {
+      if (first) yield* frames(first);
+      for await (const event of rest) yield* frames(event);
+      if (options.includeUsage) yield sseData(maker.usage(done));
+    } catch (err) {
+      yield sseData(options.onError(err));
+    }
+    yield SSE_DONE;
+  } finally {
+    // Closed early (the client went away) while still on the first event's chunks: `rest` was
+    // never iterated, so nothing else would end the generation behind it.
+    await rest.return(undefined);
   }
-  yield SSE_DONE;
 }

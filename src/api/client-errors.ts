@@ -19,8 +19,12 @@ export function clientErrorHandler(
   log: () => FastifyBaseLogger | null,
 ): (err: Error & { code?: string; reason?: string }, socket: Socket) => void {
   return (err: Error & { code?: string; reason?: string }, socket: Socket): void => {
-    // A reset connection has nobody left to answer.
-    if (err.code === 'ECONNRESET' || socket.destroyed) return;
+    // A reset connection, or one closed in the middle of its request (EOF while parsing), has
+    // nobody left to answer: that is a cancellation (counted by the route), not an error.
+    if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || socket.destroyed) {
+      socket.destroy();
+      return;
+    }
     const e = toClientError(err);
     metrics()?.error(e.type, e.code);
     log()?.info({ code: e.code, httpParserCode: err.code }, e.message);

@@ -14,6 +14,7 @@
 import type { Readable } from 'node:stream';
 import type { FastifyRequest } from 'fastify';
 import { ApiError, toApiError, type ErrorLimits } from './errors.js';
+import { parseJsonText } from './json-body.js';
 import type { OpenApiSpec } from './openapi.js';
 
 export interface MultipartBody {
@@ -118,12 +119,7 @@ function requestForm(fields: Map<string, string[]>, files: { field: string; data
   }
   const [text, second] = fields.get('request')!;
   if (second !== undefined) throw new ApiError('invalid_request', 'the field "request" is given more than once', { param: 'request' });
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch (err) {
-    throw new ApiError('invalid_json', `the field "request" is not valid JSON: ${(err as Error).message}`, { param: 'request' });
-  }
+  const body = parseJsonText(text, 'the field "request"', 'request');
   const uploads = new Map<string, Uint8Array>();
   for (const f of files) {
     if (uploads.has(f.field)) {

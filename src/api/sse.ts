@@ -2,7 +2,7 @@
 // JSON.stringify escapes every line break, so an event is always exactly one line), and the
 // writer that sends a stream of frames as a 200 response.
 
-import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { OutgoingHttpHeaders } from 'node:http';
 import type { FastifyReply } from 'fastify';
 
 export const SSE_HEADERS = {
@@ -31,25 +31,34 @@ export const SSE_DONE = 'data: [DONE]\n\n';
 export async function writeEventStream(reply: FastifyReply, frames: AsyncIterable<string>): Promise<void> {
   reply.hijack();
   const res = reply.raw;
-  res.writeHead(200, { ...reply.getHeaders(), ...SSE_HEADERS } as OutgoingHttpHeaders);
+  // 'close' may come before, between or after writes; res.destroyed does not always say so.
+  let closed = res.destroyed;
+  let wake: (() => void) | null = null;
+  const onClose = (): void => {
+    closed = true;
+    wake?.();
+  };
+  res.once('close', onClose);
   try {
+    res.writeHead(200, { ...reply.getHeaders(), ...SSE_HEADERS } as OutgoingHttpHeaders);
     for await (const frame of frames) {
-      if (res.destroyed) break;
-      if (!res.write(frame)) await drained(res);
+      if (closed) break;
+      if (!res.write(frame)) {
+        // Wait for the socket to take more, or for the client to be gone.
+        await new Promise<void>((resolve) => {
+          const done = (): void => {
+            res.off('drain', done);
+            wake = null;
+            resolve();
+          };
+          wake = done;
+          res.once('drain', done);
+          if (closed) done();
+        });
+      }
     }
   } finally {
-    if (!res.destroyed) res.end();
+    res.off('close', onClose);
+    if (!closed) res.end();
   }
-}
-
-function drained(res: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    res.once('drain', done);
-    res.once('close', done);
-  });
 }

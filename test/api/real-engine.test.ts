@@ -92,17 +92,32 @@ describe(`real engine on ${PACKAGE}`, () => {
 
   const photo = imageBytes('photo-640x480.jpg');
   const svg = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>');
-  const cases: [string, () => unknown, string, RegExp][] = [
-    ['bytes that are not an image', () => [imageMessage(`data:image/png;base64,${Buffer.from('not an image at all').toString('base64')}`)], 'invalid_image', /format/],
-    ['a truncated JPEG', () => [imageMessage(`data:image/jpeg;base64,${photo.subarray(0, photo.length / 2).toString('base64')}`)], 'invalid_image', /decode|corrupt|premature|truncat/i],
-    ['SVG bytes sent as a PNG', () => [imageMessage(`data:image/png;base64,${svg.toString('base64')}`)], 'invalid_image', /svg/],
-    ['an image over MAX_IMAGE_PIXELS', () => [imageMessage(dataUrl('wide-1024x768.jpg'))], 'invalid_image', /1024x768 = 786432 pixels, more than the limit of 500000/],
+  const first = 'messages[0].content[0].image_url.url';
+  const cases: [string, () => unknown, string, RegExp, string?][] = [
+    ['bytes that are not an image', () => [imageMessage(`data:image/png;base64,${Buffer.from('not an image at all').toString('base64')}`)], 'invalid_image', /format/, first],
+    ['a truncated JPEG', () => [imageMessage(`data:image/jpeg;base64,${photo.subarray(0, photo.length / 2).toString('base64')}`)], 'invalid_image', /decode|corrupt|premature|truncat/i, first],
+    ['SVG bytes sent as a PNG', () => [imageMessage(`data:image/png;base64,${svg.toString('base64')}`)], 'invalid_image', /svg/, first],
+    ['an image over MAX_IMAGE_PIXELS', () => [imageMessage(dataUrl('wide-1024x768.jpg'))], 'invalid_image', /1024x768 = 786432 pixels, more than the limit of 500000/, first],
+    [
+      'a good image, then one that does not decode',
+      () => [
+        { role: 'system', content: 'Be brief.' },
+        { role: 'user', content: [{ type: 'text', text: 'Compare.' }, { type: 'image_url', image_url: { url: dataUrl('small-100x80.png') } }, { type: 'image_url', image_url: { url: `data:image/png;base64,${Buffer.from('junk').toString('base64')}` } }] },
+      ],
+      'invalid_image',
+      /format/,
+      'messages[1].content[2].image_url.url',
+    ],
     ['more images than the engine takes', () => [{ role: 'user', content: Array.from({ length: 3 }, () => ({ type: 'image_url', image_url: { url: dataUrl('small-100x80.png') } })) }], 'too_many_images', /at most 2 images/],
     ['a prompt over the context', () => [{ role: 'user', content: 'the sea and the sky '.repeat(600) }], 'context_length_exceeded', /context/],
+    // 50,000 words, > 125k tokens: once a RangeError (a spread into push) and a 500.
+    ['a prompt of 50,000 words', () => [{ role: 'user', content: 'word '.repeat(50_000) }], 'context_length_exceeded', /context/, 'messages'],
+    // Quadratic once (a regex strip): 40,000 spaces took 2 s, these would take hours.
+    ['an image with a question of a million spaces', () => [imageMessage(dataUrl('small-100x80.png'), `a${' '.repeat(1_000_000)}b`)], 'context_length_exceeded', /context/, 'messages'],
   ];
-  for (const [name, messages, code, message] of cases) {
+  for (const [name, messages, code, message, param] of cases) {
     test(`refused: ${name} -> 400 ${code}; the next request is served`, async () => {
-      const error = assertError(await post(messages()), 400, code);
+      const error = assertError(await post(messages()), 400, code, param);
       assert.match(error.message, message);
       await good();
     });
@@ -111,6 +126,51 @@ describe(`real engine on ${PACKAGE}`, () => {
   test('refused: prompt + max_tokens over the context -> 400 naming max_tokens', async () => {
     const error = assertError(await post([imageMessage(dataUrl('small-100x80.png'))], { max_tokens: 2000 }), 400, 'context_length_exceeded', 'max_tokens');
     assert.match(error.message, /2048/);
+  });
+
+  test('multipart: an upload that does not decode is reported at its field', async () => {
+    const bad = new Blob([Buffer.from('junk bytes')], { type: 'image/png' });
+    const simple = new FormData();
+    simple.append('prompt', 'Compare.');
+    simple.append('image', new Blob([imageBytes('small-100x80.png')], { type: 'image/png' }), 'a.png');
+    simple.append('image', bad, 'b.png');
+    const res = await fetch(`${t.url}/v1/chat/completions`, { method: 'POST', body: simple });
+    assertError({ statusCode: res.status, body: await res.text(), headers: {} }, 400, 'invalid_image', 'image[1]');
+
+    const requestForm = new FormData();
+    requestForm.append('request', JSON.stringify({ messages: [imageMessage('upload://photo')], max_tokens: 2 }));
+    requestForm.append('photo', bad, 'photo.png');
+    const res2 = await fetch(`${t.url}/v1/chat/completions`, { method: 'POST', body: requestForm });
+    assertError({ statusCode: res2.status, body: await res2.text(), headers: {} }, 400, 'invalid_image', 'photo');
+  });
+
+  test('/tokenize counts a conversation with an image as the chat completion does', async () => {
+    const messages = [imageMessage(dataUrl('photo-640x480.jpg'), 'What are these?')];
+    const completion = (await post(messages, { max_tokens: 1 })).json() as { usage: { prompt_tokens: number } };
+    const res = await t.app.inject({ method: 'POST', url: '/tokenize', payload: { messages, return_token_strs: true } });
+    assert.equal(res.statusCode, 200, res.body);
+    const body = res.json() as { count: number; max_model_len: number; tokens: number[]; token_strs: string[] };
+    assertMatches('TokenizeResponse', body);
+    assert.equal(body.count, completion.usage.prompt_tokens);
+    assert.equal(body.tokens.length, body.count);
+    assert.equal(body.tokens.filter((id) => id === -200).length, 728);
+    assert.equal(body.token_strs.length, body.count);
+    assert.equal(body.max_model_len, 2048);
+    // without the generation prompt, fewer tokens
+    const bare = (await t.app.inject({ method: 'POST', url: '/tokenize', payload: { messages, add_generation_prompt: false } })).json() as { count: number };
+    assert.ok(bare.count < body.count);
+  });
+
+  test('/tokenize and /detokenize round-trip a text', async () => {
+    const text = 'The sea and the sky, twice: the sea and the sky.';
+    const tok = (await t.app.inject({ method: 'POST', url: '/tokenize', payload: { prompt: text, add_special_tokens: false } })).json() as { tokens: number[] };
+    assert.ok(tok.tokens.length > 5);
+    const detok = await t.app.inject({ method: 'POST', url: '/detokenize', payload: { tokens: tok.tokens } });
+    assert.equal(detok.statusCode, 200, detok.body);
+    assertMatches('DetokenizeResponse', detok.json());
+    assert.equal(detok.json().prompt, text);
+    assertError(await t.app.inject({ method: 'POST', url: '/detokenize', payload: { tokens: [1, 10_000_000] } }), 400, 'invalid_request', 'tokens[1]');
+    assertError(await t.app.inject({ method: 'POST', url: '/tokenize', payload: { prompt: 'x '.repeat(100_000) } }), 400, 'context_length_exceeded', 'prompt');
   });
 
   test('the engine gauges come from its stats()', async () => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { PromptError } from '../../src/model/errors.js';
 import type { Manifest } from '../../src/model/manifest-types.js';
-import { buildPrompt, IMAGE_TOKEN_INDEX, tokenizePrompt } from '../../src/model/prompt.js';
+import { buildPrompt, IMAGE_TOKEN_INDEX, tokenizePrompt, type PromptEncoder } from '../../src/model/prompt.js';
 import { TextTokenizer } from '../../src/model/tokenizer.js';
 import { exampleManifest } from './helpers/manifest-fixture.js';
 import { byteLevelTokenizer, sentencePieceTokenizer, writeTokenizer } from './helpers/tiny-tokenizers.js';
@@ -88,5 +88,43 @@ describe('buildPrompt', () => {
     assert.ok(out.text.endsWith('USER: <image>\nWhat are these? ASSISTANT:'));
     assert.equal(out.ids.filter((id) => id === IMAGE_TOKEN_INDEX).length, 1);
     assert.equal(out.inputLength, out.ids.length - 1 + N);
+  });
+});
+
+describe('long prompts', () => {
+  // Assembly once spread each run into push(): past ~125k ids the call stack overflowed.
+  it('assembles runs of hundreds of thousands of ids', async () => {
+    const huge: PromptEncoder = { encode: async (text) => Array.from({ length: text.length }, (_, i) => i % 500) };
+    const out = await tokenizePrompt(`${'x'.repeat(300_000)}<image>${'y'.repeat(200_000)}`, 1, manifest(), huge);
+    assert.equal(out.ids.length, 500_001);
+    assert.equal(out.inputLength, 500_000 + N);
+  });
+
+  it('refuses a text that surely cannot fit before tokenizing it', async () => {
+    let encoded = 0;
+    const counting: PromptEncoder = {
+      encode: async (text) => {
+        encoded += text.length;
+        return byteLevel.encode(text);
+      },
+      minTokens: (length) => byteLevel.minTokens(length),
+    };
+    const text = 'hello world '.repeat(10_000);
+    await assert.rejects(tokenizePrompt(text, 0, manifest(), counting, { maxPositions: 2048 }), (err: unknown) => {
+      assert.ok(err instanceof PromptError && err.code === 'too_long', String(err));
+      assert.match(err.message, /at least \d+ tokens .* context is 2048/);
+      return true;
+    });
+    assert.equal(encoded, 0, 'nothing was tokenized');
+    // a text that may fit is tokenized exactly
+    const fits = await tokenizePrompt('hello world', 0, manifest(), counting, { maxPositions: 2048 });
+    assert.ok(fits.inputLength > 0 && encoded > 0);
+  });
+
+  it('counts images and leaves placeholders out of the text bound', async () => {
+    const enc: PromptEncoder = { encode: async () => [1], minTokens: (length) => length };
+    // 2 images x 728 positions + 3 text units = 1459 >= 1459
+    await assert.rejects(tokenizePrompt('abc<image><image>', 2, manifest(), enc, { maxPositions: 1459 }), /at least 1459 tokens/);
+    await tokenizePrompt('abc<image><image>', 2, manifest(), enc, { maxPositions: 1460 });
   });
 });

@@ -117,5 +117,23 @@ describe('fillSlots and pythonStrip', () => {
   it('strips what Python\'s str.strip() strips', () => {
     assert.equal(pythonStrip('\x1c\x85 a b\u3000\t'), 'a b');
     assert.equal(pythonStrip('\uFEFFa'), '\uFEFFa'); // not whitespace to Python
+    assert.equal(pythonStrip(' \n\t '), '');
+    assert.equal(pythonStrip('ab'), 'ab');
+  });
+
+  // The regex it replaced retried `\s+$` from every start in a run: 40,000 spaces took 2 s,
+  // these 4 million would take hours. The timeout only keeps a regression from hanging the suite.
+  it('strips in one pass: a long run of inner spaces is linear', { timeout: 60_000 }, () => {
+    const inner = ' '.repeat(4_000_000);
+    assert.equal(pythonStrip(`  a${inner}b \n`), `a${inner}b`);
+  });
+});
+
+describe('renderPrompt without the generation prompt (/tokenize add_generation_prompt false)', () => {
+  it('renders a conversation that ends with an answer, and a final question without ASSISTANT:', () => {
+    const answered = renderPrompt([{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello.' }], phi, { generationPrompt: false });
+    assert.equal(answered.text, `${SYSTEM} USER: Hi ASSISTANT: Hello.<|endoftext|>`);
+    const open = renderPrompt([{ role: 'user', content: 'Hi' }], phi, { generationPrompt: false });
+    assert.equal(open.text, `${SYSTEM} USER: Hi `); // user_format ends with a space
   });
 });

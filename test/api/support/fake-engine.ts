@@ -30,8 +30,8 @@ export interface FakeEngineOptions {
   failAfter?: { tokens: number; error: EngineError };
   /** More concurrent generations than this fail with `overloaded`. */
   maxRunning?: number;
-  /** Called just before the first delta is yielded (a test can make the client vanish right then). */
-  beforeFirstDelta?: () => void;
+  /** Awaited just before the first delta is yielded, which it then is whatever the signal says (a test makes the client vanish right then). */
+  beforeFirstDelta?: () => void | Promise<void>;
 }
 
 /** The fake's vocabulary: id 0 is BOS, 1 is EOS, word k of WORDS is id k + 2. */
@@ -135,7 +135,7 @@ export class FakeEngine implements Engine {
           return;
         }
         if (o.failAfter && i === o.failAfter.tokens) throw o.failAfter.error;
-        if (i === 0) o.beforeFirstDelta?.();
+        if (i === 0) await o.beforeFirstDelta?.();
         generated++;
         const event: GenerationEvent = { type: 'delta', text: token, tokenIds: [1000 + i] };
         if (request.logprobs !== null) event.logprobs = [logprob(token, request.logprobs)];
