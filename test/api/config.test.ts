@@ -51,7 +51,35 @@ describe('configuration', () => {
     assert.equal(defaultConfig().imageCacheBytes, 256 * 2 ** 20);
   });
 
+  test('the HTTP hardening settings: origins, remote images, timeouts, log format, bare boolean flags', () => {
+    const d = defaultConfig();
+    assert.deepEqual([d.allowedOrigins, d.allowRemoteImages, d.allowedImageDomains, d.logFormat], [[], false, [], 'auto']);
+    assert.deepEqual([d.headersTimeoutSeconds, d.bodyTimeoutSeconds, d.keepAliveTimeoutSeconds, d.imageFetchTimeoutSeconds], [10, 60, 5, 10]);
+    const c = loadConfig(['--allowed-origins', 'https://app.example.com, http://localhost:3000', '--allow-remote-images', '--log-format', 'pretty'], {
+      ALLOWED_IMAGE_DOMAINS: 'Images.Example.COM., 10.0.0.7,[::1]',
+      HEADERS_TIMEOUT: '2.5',
+      BODY_TIMEOUT: '0',
+      KEEP_ALIVE_TIMEOUT: '65',
+      IMAGE_FETCH_TIMEOUT: '3',
+    });
+    assert.deepEqual(c.allowedOrigins, ['https://app.example.com', 'http://localhost:3000']);
+    assert.equal(c.allowRemoteImages, true);
+    assert.deepEqual(c.allowedImageDomains, ['images.example.com', '10.0.0.7', '[::1]']);
+    assert.equal(c.logFormat, 'pretty');
+    assert.deepEqual([c.headersTimeoutSeconds, c.bodyTimeoutSeconds, c.keepAliveTimeoutSeconds, c.imageFetchTimeoutSeconds], [2.5, 0, 65, 3]);
+    assert.equal(loadConfig(['--allow-remote-images', 'false'], {}).allowRemoteImages, false);
+    assert.equal(loadConfig(['--allowed-origins', '*'], {}).allowedOrigins[0], '*');
+  });
+
   const bad: [string[], NodeJS.ProcessEnv, RegExp][] = [
+    [[], { ALLOWED_ORIGINS: 'https://app.example.com/' }, /allowedOrigins from ALLOWED_ORIGINS.*scheme, host and port only/],
+    [[], { ALLOWED_ORIGINS: 'app.example.com' }, /allowedOrigins .*must be \* or origins/],
+    [[], { ALLOWED_IMAGE_DOMAINS: 'https://images.example.com' }, /allowedImageDomains .*host names/],
+    [[], { ALLOWED_IMAGE_DOMAINS: 'images.example.com/cats' }, /allowedImageDomains .*host names/],
+    [[], { LOG_FORMAT: 'xml' }, /logFormat .*must be one of auto, json, pretty/],
+    [[], { KEEP_ALIVE_TIMEOUT: '0' }, /keepAliveTimeoutSeconds .*> 0/],
+    [[], { HEADERS_TIMEOUT: '30', BODY_TIMEOUT: '20' }, /headersTimeoutSeconds \(HEADERS_TIMEOUT\).*bodyTimeoutSeconds \(BODY_TIMEOUT/],
+    [['--allow-remote-images', 'maybe'], {}, /allowRemoteImages .*true or false/],
     [[], { PORT: 'abc' }, /invalid setting port from PORT \(environment\): must be an integer from 0 to 65535, got "abc"/],
     [['--port', '70000'], {}, /invalid setting port from --port: .*got "70000"/],
     [[], { BODY_LIMIT: '32XB' }, /bodyLimitBytes from BODY_LIMIT .*must be a size/],

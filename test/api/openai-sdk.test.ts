@@ -30,6 +30,13 @@ describe('the openai SDK', () => {
     );
   });
 
+  test('models.retrieve finds it, and refuses another id with NotFoundError', async () => {
+    const model = await client.models.retrieve('fake-vlm');
+    assert.equal(model.id, 'fake-vlm');
+    assert.equal(model.object, 'model');
+    await assert.rejects(client.models.retrieve('gpt-4o'), OpenAI.NotFoundError);
+  });
+
   test('a non-streamed completion with an image part', async () => {
     const completion = await client.chat.completions.create({
       model: 'fake-vlm',

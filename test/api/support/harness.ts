@@ -12,6 +12,7 @@ import { buildApp } from '../../../src/api/app.js';
 import type { ApiConfig } from '../../../src/api/context.js';
 import { EngineHost, type Phase } from '../../../src/api/engine-host.js';
 import { openApiSpec, type SchemaName } from '../../../src/api/openapi.js';
+import type { Resolver } from '../../../src/api/remote-image.js';
 import { defaultConfig } from '../../../src/config.js';
 import type { Engine } from '../../../src/engine/types.js';
 import { FakeEngine } from './fake-engine.js';
@@ -34,7 +35,14 @@ export interface TestApp {
 }
 
 export async function startApp(
-  options: { engine?: Engine | null; config?: Partial<ApiConfig>; phase?: Phase; listen?: boolean; logger?: FastifyServerOptions['logger'] } = {},
+  options: {
+    engine?: Engine | null;
+    config?: Partial<ApiConfig>;
+    phase?: Phase;
+    listen?: boolean;
+    logger?: FastifyServerOptions['logger'];
+    resolve?: Resolver;
+  } = {},
 ): Promise<TestApp> {
   const engine = options.engine === undefined ? new FakeEngine() : options.engine;
   const host = new EngineHost(engine ?? undefined, options.phase ?? 'ready');
@@ -44,6 +52,7 @@ export async function startApp(
     processMetrics: false,
     version: { name: 'tinyllava-serve', version: 'test' },
     logger: options.logger,
+    resolve: options.resolve,
   });
   const t: TestApp = {
     app,
