@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up the Python environment the exporter and its tests need, idempotently.
+# Sets up the Python environment the exporter, its tests and the API fuzzer need, idempotently.
 #
 # PyTorch comes from Debian's python3-torch (1.13, CPU only): the PyPI wheel is a multi-GB
 # CUDA build. The venv therefore sits on Debian's /usr/bin/python3 with system site-packages,
@@ -7,7 +7,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
-req="$root/tools/export/requirements.txt"
+# The exporter's packages and the fuzzer's (schemathesis), resolved together.
+reqs=("$root/tools/export/requirements.txt" "$root/tools/fuzz/requirements.txt")
 stamp="$venv/.requirements.sha256"
 sys_python=/usr/bin/python3
 
@@ -25,11 +26,11 @@ if ! "$sys_python" -c 'import torch' >/dev/null 2>&1 || ! [ -e /usr/lib/x86_64-l
   fi
 fi
 
-want="$(sha256sum "$req" | cut -d' ' -f1)"
+want="$(cat "${reqs[@]}" | sha256sum | cut -d' ' -f1)"
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 echo "setup-python: creating $venv ..." >&2
 "$sys_python" -m venv --system-site-packages "$venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check "${reqs[@]/#/-r}"
 echo "$want" > "$stamp"

@@ -117,18 +117,25 @@ async function apiPlugin(app: FastifyInstance, ctx: ApiContext): Promise<void> {
   const auth = bearerAuth(ctx.config.apiKeys);
   if (auth) app.addHook('onRequest', async (request) => auth(request));
 
-  app.setErrorHandler((err, request, reply) => sendError(toApiError(err, ctx.config), request, reply, ctx));
-  app.setNotFoundHandler((request, reply) => {
-    const path = request.url.split('?')[0];
-    const allowed = ctx.allowedMethods.of(path);
-    if (allowed === null) return sendError(new ApiError('route_not_found', `no route ${request.method} ${path}`), request, reply, ctx);
-    reply.header('allow', allowed.join(', '));
-    return sendError(new ApiError('method_not_allowed', `${path} takes ${allowed.join(', ')}, not ${request.method}`), request, reply, ctx);
-  });
+  // A request no route takes can still fail before the not-found handler (QUERY without a
+  // Content-Type, say): it gets the same 404 or 405.
+  app.setErrorHandler((err, request, reply) =>
+    request.is404 ? notFound(request, reply, ctx) : sendError(toApiError(err, ctx.config), request, reply, ctx),
+  );
+  app.setNotFoundHandler((request, reply) => notFound(request, reply, ctx));
 
   for (const routes of [chatCompletionsRoute, modelsRoute, tokenizeRoutes, healthRoutes, metricsRoute]) {
     await app.register(async (child) => routes(child, ctx));
   }
+}
+
+/** 405 with Allow for a documented path asked with another method, else 404. */
+function notFound(request: FastifyRequest, reply: FastifyReply, ctx: ApiContext): FastifyReply {
+  const path = request.url.split('?')[0];
+  const allowed = ctx.allowedMethods.of(path);
+  if (allowed === null) return sendError(new ApiError('route_not_found', `no route ${request.method} ${path}`), request, reply, ctx);
+  reply.header('allow', allowed.join(', '));
+  return sendError(new ApiError('method_not_allowed', `${path} takes ${allowed.join(', ')}, not ${request.method}`), request, reply, ctx);
 }
 
 /** The request's client is gone: whatever failed, nobody is left to tell. */

@@ -283,7 +283,15 @@ export interface components {
          *     (`prompt` and `image` files) or the request form (a `request` field with the JSON
          *     request and the files it refers to), never both.
          */
-        ChatCompletionForm: components["schemas"]["ChatCompletionSimpleForm"] | components["schemas"]["ChatCompletionRequestForm"];
+        ChatCompletionForm: {
+            request?: components["schemas"]["RequestField"];
+            prompt?: string;
+            image?: components["schemas"]["ImageFiles"];
+        } & (components["schemas"]["ChatCompletionSimpleForm"] | components["schemas"]["ChatCompletionRequestForm"]);
+        /** @description A ChatCompletionRequest as JSON. */
+        RequestField: string;
+        /** @description Image files (JPEG, PNG, WebP or GIF), at most MAX_IMAGES (default 4). */
+        ImageFiles: string[];
         /**
          * @description `prompt` (one user message), optional `system`, up to MAX_IMAGES (default 4) `image`
          *     files (shown to the model before the prompt, in order) and the scalar parameters below
@@ -292,7 +300,7 @@ export interface components {
         ChatCompletionSimpleForm: {
             prompt: string;
             system?: string;
-            image?: string[];
+            image?: components["schemas"]["ImageFiles"];
             model?: string;
             stream?: boolean;
             include_usage?: boolean;
@@ -319,7 +327,7 @@ export interface components {
          *     default 4, each referred to); no other text fields.
          */
         ChatCompletionRequestForm: {
-            request: string;
+            request: components["schemas"]["RequestField"];
         } & {
             [key: string]: string;
         };
@@ -607,7 +615,9 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ChatCompletion"];
-                    "text/event-stream": components["schemas"]["ChatCompletionStreamEvent"];
+                    "text/event-stream": {
+                        data: "[DONE]" | string;
+                    };
                 };
             };
             400: components["responses"]["BadRequest"];
