@@ -29,8 +29,10 @@ export interface Config {
   keepAliveTimeoutSeconds: number;
   drainTimeoutSeconds: number;
   retryAfterSeconds: number;
+  runtime: 'native' | 'js';
   executionProvider: 'cpu' | 'cuda';
   cudaFallbackToCpu: boolean;
+  cudaDir: string;
   deviceId: number;
   intraOpThreads: number | null;
   visionIntraOpThreads: number | null;
@@ -316,6 +318,14 @@ export const SETTINGS: { readonly [K in keyof Config]: Setting<Config[K]> } = {
     description: 'Retry-After (seconds) sent with 429 and 503.',
     parse: integer(0, 3600),
   },
+  runtime: {
+    env: 'RUNTIME',
+    flag: 'runtime',
+    default: 'native',
+    description:
+      'Which runtime runs the graphs: native (the Rust addon over the ONNX Runtime C API; the KV cache stays in native or GPU memory, only logits come back to JS) or js (onnxruntime-node, the KV cache in JS memory). native falls back to js, with a log line saying why, when its addon was not built (no cargo at install time) or cannot load.',
+    parse: oneOf('native', 'js'),
+  },
   executionProvider: {
     env: 'EXECUTION_PROVIDER',
     flag: 'execution-provider',
@@ -329,6 +339,14 @@ export const SETTINGS: { readonly [K in keyof Config]: Setting<Config[K]> } = {
     default: false,
     description: 'With cuda: run on CPU (logged) when the CUDA provider cannot load, instead of failing.',
     parse: boolean,
+  },
+  cudaDir: {
+    env: 'CUDA_DIR',
+    flag: 'cuda-dir',
+    default: resolve(repoRoot, '.cuda'),
+    defaultText: '.cuda',
+    description: 'With cuda and the native runtime: the folder `npm run setup:cuda` installed the CUDA provider and CUDA 13 libraries into (docs/gpu.md).',
+    parse: (raw) => resolve(nonEmpty(raw)),
   },
   deviceId: {
     env: 'DEVICE_ID',

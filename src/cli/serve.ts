@@ -22,8 +22,10 @@ import { isEngineError } from '../engine/errors.js';
 function engineOptions(c: Config): EngineOptions {
   return {
     modelId: c.servedModelName ?? undefined,
+    runtime: c.runtime,
     executionProvider: c.executionProvider,
     cudaFallbackToCpu: c.cudaFallbackToCpu,
+    cudaDir: c.cudaDir,
     deviceId: c.deviceId,
     intraOpNumThreads: c.intraOpThreads ?? undefined,
     visionIntraOpNumThreads: c.visionIntraOpThreads ?? undefined,
@@ -104,6 +106,9 @@ async function main(): Promise<void> {
     log.info({ model: loaded.model, modelDir: config.modelDir }, 'model package read; loading sessions');
     await host.attach(loaded);
     if (stopping) return;
+    const runtime = loaded.runtime;
+    if (runtime?.fallbackReason) log.warn({ runtime: runtime.kind, reason: runtime.fallbackReason }, `runtime ${runtime.kind}: ${runtime.fallbackReason}`);
+    else log.info({ runtime: runtime?.kind }, `runtime ${runtime?.kind}`);
     const seconds = ((performance.now() - started) / 1000).toFixed(2);
     log.info({ model: loaded.model.id, executionProvider: loaded.executionProvider, seconds }, 'model ready');
   } catch (err) {

@@ -9,6 +9,7 @@ import { totalmem } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { ModelRunner, type RunnerOptions } from '../runtime/model-runner.js';
 import type { KvCacheUsage } from '../runtime/kv-cache.js';
+import type { RuntimeKind } from '../runtime/worker-protocol.js';
 import { EngineError, toEngineError } from './errors.js';
 import { ImageEmbedder } from './image-embedder.js';
 import { imageKeyNamespace } from './image-key.js';
@@ -32,8 +33,12 @@ import {
 export interface EngineOptions {
   /** The served model name (default: the package's name). */
   modelId?: string;
+  /** Which runtime runs the graphs (default native; js when the native addon is unavailable). */
+  runtime?: RuntimeKind;
   executionProvider?: 'cpu' | 'cuda';
   cudaFallbackToCpu?: boolean;
+  /** Where npm run setup:cuda put the CUDA provider (native runtime). */
+  cudaDir?: string;
   deviceId?: number;
   intraOpNumThreads?: number;
   visionIntraOpNumThreads?: number;
@@ -67,6 +72,8 @@ export interface LoadedEngine extends Engine {
   stats(): LoadedEngineStats;
   /** How the sessions run, once ready (e.g. 'cpu', or 'cpu (CUDA unavailable: ...)'). */
   readonly executionProvider: string | null;
+  /** Which runtime runs the graphs once ready, and why it is not the configured one (or null). */
+  readonly runtime: { kind: RuntimeKind; fallbackReason: string | null } | null;
 }
 
 export async function createEngine(packageDir: string, options: EngineOptions = {}): Promise<LoadedEngine> {
@@ -97,6 +104,7 @@ class VlmEngine implements LoadedEngine {
   /** Requests past the admission check whose prompt is being prepared: they count as waiting. */
   private preparing = 0;
   executionProvider: string | null = null;
+  runtime: LoadedEngine['runtime'] = null;
 
   constructor(port: ModelPort, options: EngineOptions) {
     this.port = port;
@@ -119,8 +127,10 @@ class VlmEngine implements LoadedEngine {
       decoder: t,
       kvCacheBytes,
       imagePreprocessing: this.port.imagePreprocessing,
+      runtime: o.runtime,
       executionProvider: o.executionProvider,
       cudaFallbackToCpu: o.cudaFallbackToCpu,
+      cudaDir: o.cudaDir,
       deviceId: o.deviceId,
       intraOpNumThreads: o.intraOpNumThreads,
       visionIntraOpNumThreads: o.visionIntraOpNumThreads,
@@ -133,6 +143,7 @@ class VlmEngine implements LoadedEngine {
       throw new EngineError('model_error', (err as Error).message, { cause: err });
     }
     this.executionProvider = runner.fallbackReason ? `cpu (CUDA unavailable: ${runner.fallbackReason})` : runner.executionProvider;
+    this.runtime = { kind: runner.runtime, fallbackReason: runner.runtimeFallbackReason };
     if (o.warmup ?? true) {
       try {
         await this.warmup(runner);

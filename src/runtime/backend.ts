@@ -1,12 +1,12 @@
 // The seam between a model worker (worker.ts) and the library that runs the graphs. A worker
-// holds one RuntimeBackend: today's `js` backend (onnxruntime-node sessions, the KV cache in
-// the worker's heap: js-backend.ts), or a native one over the ONNX Runtime C API that keeps the
-// KV cache in native or device memory. The worker protocol, the model runner and everything
+// holds one RuntimeBackend: the `native` backend over the ONNX Runtime C API that keeps the KV
+// cache in native or device memory (native-backend.ts), or the `js` backend (onnxruntime-node
+// sessions, the KV cache in the worker's heap: js-backend.ts). The worker protocol, the model runner and everything
 // above them are the same for every backend.
 
 import type { KvCache } from './kv-cache.js';
 import type { TensorData } from './batch-step.js';
-import type { GraphName, StepResult, StepRowRequest, WorkerInit } from './worker-protocol.js';
+import type { GraphName, StepCounters, StepResult, StepRowRequest, WorkerInit } from './worker-protocol.js';
 
 /** The graphs one worker loaded, with the input and output names each one has. */
 export type LoadedGraphs = Partial<Record<GraphName, { inputs: string[]; outputs: string[] }>>;
@@ -17,6 +17,8 @@ export interface DecoderBackend {
   readonly cache: KvCache;
   /** One batched decoder step over the given rows (see batch-step.ts for the batch layout). */
   step(rows: StepRowRequest[]): Promise<StepResult>;
+  /** What the steps so far moved into and out of JS (and between host and device). */
+  counters(): StepCounters;
 }
 
 export interface RuntimeBackend {

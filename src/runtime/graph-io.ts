@@ -19,6 +19,11 @@ export function expectedGraphIo(graph: GraphName, numLayers: number): GraphIO {
   }
 }
 
+/** A shared_kv decoder (GroupQueryAttention over one past/present buffer) declares seqlens_k. */
+export function isSharedKvDecoder(inputNames: readonly string[]): boolean {
+  return inputNames.includes('seqlens_k');
+}
+
 export function checkGraphIo(
   graph: GraphName,
   path: string,

@@ -7,8 +7,8 @@ import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { JsKvCache } from './kv-cache.js';
 import { appendPresents, buildDecoderFeeds, type StepRow, type TensorData } from './batch-step.js';
 import type { DecoderBackend, LoadedGraphs, RuntimeBackend } from './backend.js';
-import { checkGraphIo } from './graph-io.js';
-import type { DecoderSettings, GraphName, SessionSettings, StepResult, StepRowRequest, WorkerInit } from './worker-protocol.js';
+import { checkGraphIo, isSharedKvDecoder } from './graph-io.js';
+import type { DecoderSettings, GraphName, SessionSettings, StepCounters, StepResult, StepRowRequest, WorkerInit } from './worker-protocol.js';
 
 function sessionOptions(s: SessionSettings): InferenceSession.SessionOptions {
   return {
@@ -32,6 +32,12 @@ export async function loadJsBackend(init: WorkerInit): Promise<RuntimeBackend> {
         throw new Error(`cannot load ${graph} graph ${path}: ${(err as Error).message}`, { cause: err });
       }
       sessions[graph] = session;
+      if (graph === 'decoder' && isSharedKvDecoder(session.inputNames)) {
+        throw new Error(
+          `${path}: this decoder is of the shared_kv form (GroupQueryAttention over one past/present buffer), ` +
+            'which only the native runtime reads; run with --runtime native',
+        );
+      }
       checkGraphIo(graph, path, session.inputNames, session.outputNames, init.decoder?.numLayers ?? 0);
       graphs[graph] = { inputs: [...session.inputNames], outputs: [...session.outputNames] };
     }
@@ -65,12 +71,23 @@ type Run = RuntimeBackend['run'];
 
 function jsDecoder(d: DecoderSettings, run: Run): DecoderBackend {
   const cache = new JsKvCache({ numLayers: d.numLayers, numKvHeads: d.numKvHeads, headDim: d.headDim }, d.kvCacheBytes);
+  const counters: StepCounters = { steps: 0, decoderRuns: 0, bytesToJs: 0, bytesFromJs: 0, hostToDeviceBytes: 0, deviceToHostBytes: 0 };
+  // Every output of a run is copied into JS by the binding: the embeddings, the logits and the presents.
+  const counted: Run = async (graph, feeds) => {
+    const outputs = await run(graph, feeds);
+    for (const t of Object.values(outputs)) counters.bytesToJs += t.data.byteLength;
+    return outputs;
+  };
   return {
     cache,
+    counters: () => ({ ...counters }),
     async step(rows: StepRowRequest[]): Promise<StepResult> {
-      const stepRows = await embedRows(rows, d.hiddenSize, run);
+      for (const r of rows) counters.bytesFromJs += (r.embeds ?? r.ids)?.byteLength ?? 0;
+      const stepRows = await embedRows(rows, d.hiddenSize, counted);
       const batch = buildDecoderFeeds(stepRows, cache, d.hiddenSize);
-      const outputs = await run('decoder', batch.feeds);
+      const outputs = await counted('decoder', batch.feeds);
+      counters.steps++;
+      counters.decoderRuns++;
       appendPresents(stepRows, outputs, batch, cache);
       const logits = outputs.logits;
       if (logits.dims.length !== 2 || logits.dims[0] !== rows.length || logits.dims[1] !== d.vocabSize) {

@@ -11,7 +11,8 @@ import { Worker } from 'node:worker_threads';
 import type { ImagePreprocessing, RgbImage } from '../model/index.js';
 import { KvCacheFullError, type KvCacheUsage } from './kv-cache.js';
 import type { TensorData } from './batch-step.js';
-import { resolveExecutionProvider, type ExecutionProvider } from './execution-provider.js';
+import type { ExecutionProvider } from './execution-provider.js';
+import { resolveRuntime, type RuntimeChoice } from './runtime-choice.js';
 import {
   transferables,
   type DecoderSettings,
@@ -19,6 +20,7 @@ import {
   type GraphName,
   type RuntimeKind,
   type SessionSettings,
+  type StepCounters,
   type StepResult,
   type StepRowRequest,
   type WorkerHello,
@@ -37,11 +39,16 @@ export interface RunnerOptions {
   kvCacheBytes: number;
   /** The package's image_preprocessing: the vision worker applies it. */
   imagePreprocessing: ImagePreprocessing;
-  /** Which library runs the graphs (default js: onnxruntime-node, KV cache in the worker's heap). */
+  /**
+   * Which library runs the graphs (default native: the addon over the ONNX Runtime C API with
+   * the KV cache in native or device memory; js when the addon is missing, with the reason).
+   */
   runtime?: RuntimeKind;
   executionProvider?: ExecutionProvider; // default cpu
   /** When CUDA is asked for but its provider library is missing: run on CPU instead of failing. */
   cudaFallbackToCpu?: boolean;
+  /** Where npm run setup:cuda put the CUDA provider (native runtime; default .cuda/ in the project). */
+  cudaDir?: string;
   deviceId?: number;
   /**
    * ORT intra-op threads per worker; default: all cores for both. Idle workers' threads sleep
@@ -134,21 +141,31 @@ export class ModelRunner {
   readonly executionProvider: ExecutionProvider;
   /** Why CUDA was not used although configured, or null. */
   readonly fallbackReason: string | null;
+  readonly runtime: RuntimeKind;
+  /** Why the native runtime was not used although configured, or null. */
+  readonly runtimeFallbackReason: string | null;
   private readonly text: WorkerClient;
   private readonly vision: WorkerClient;
 
-  private constructor(text: WorkerClient, vision: WorkerClient, provider: ExecutionProvider, fallback: string | null) {
+  private constructor(text: WorkerClient, vision: WorkerClient, choice: RuntimeChoice) {
     this.text = text;
     this.vision = vision;
-    this.executionProvider = provider;
-    this.fallbackReason = fallback;
+    this.executionProvider = choice.provider;
+    this.fallbackReason = choice.providerFallbackReason;
+    this.runtime = choice.runtime;
+    this.runtimeFallbackReason = choice.runtimeFallbackReason;
   }
 
   /** Starts the workers and loads every session; rejects with a message naming the failing file. */
   static async start(o: RunnerOptions): Promise<ModelRunner> {
-    const choice = resolveExecutionProvider(o.executionProvider ?? 'cpu', o.cudaFallbackToCpu ?? false);
+    const choice = resolveRuntime({
+      runtime: o.runtime ?? 'native',
+      executionProvider: o.executionProvider ?? 'cpu',
+      cudaFallbackToCpu: o.cudaFallbackToCpu ?? false,
+      cudaDir: o.cudaDir,
+    });
     const separate = o.separateVisionWorker ?? true;
-    const runtime = o.runtime ?? 'js';
+    const { runtime, native } = choice;
     const cores = availableParallelism();
     const session = (threads: number): SessionSettings => ({
       executionProvider: choice.provider,
@@ -163,14 +180,15 @@ export class ModelRunner {
     const textThreads = o.intraOpNumThreads ?? cores;
     const text = new WorkerClient(
       separate
-        ? { runtime, graphs: textGraphs, session: session(textThreads), decoder }
-        : { runtime, graphs: { ...textGraphs, ...visionGraphs }, session: session(textThreads), decoder, imagePreprocessing: o.imagePreprocessing },
+        ? { runtime, native, graphs: textGraphs, session: session(textThreads), decoder }
+        : { runtime, native, graphs: { ...textGraphs, ...visionGraphs }, session: session(textThreads), decoder, imagePreprocessing: o.imagePreprocessing },
       'text',
     );
     const vision = separate
       ? new WorkerClient(
           {
             runtime,
+            native,
             graphs: visionGraphs,
             session: session(o.visionIntraOpNumThreads ?? cores),
             imagePreprocessing: o.imagePreprocessing,
@@ -184,7 +202,7 @@ export class ModelRunner {
       await Promise.all([text.close(), separate ? vision.close() : undefined]);
       throw failed.reason;
     }
-    return new ModelRunner(text, vision, choice.provider, choice.fallbackReason);
+    return new ModelRunner(text, vision, choice);
   }
 
   /**
@@ -218,6 +236,11 @@ export class ModelRunner {
   /** One batched decoder step over the given rows; see batch-step.ts for the layout. */
   async step(rows: StepRowRequest[]): Promise<StepResult> {
     return (await this.text.call({ op: 'step', rows })) as StepResult;
+  }
+
+  /** What the decoder's steps moved into and out of JS so far (and between host and device). */
+  async counters(): Promise<StepCounters> {
+    return (await this.text.call({ op: 'counters' })) as StepCounters;
   }
 
   async usage(): Promise<KvCacheUsage> {

@@ -26,11 +26,27 @@ export interface DecoderSettings {
   kvCacheBytes: number;
 }
 
-/** Which library runs the graphs (backend.ts): `js` is onnxruntime-node with the KV cache in JS memory. */
-export type RuntimeKind = 'js';
+/**
+ * Which library runs the graphs (backend.ts): `native` is the Rust addon over the ONNX Runtime C
+ * API with the KV cache in native or device memory (native-backend.ts), `js` is onnxruntime-node
+ * with the KV cache in JS memory (js-backend.ts).
+ */
+export type RuntimeKind = 'js' | 'native';
+
+/** Which ONNX Runtime core library the native runtime loads, and what it preloads first (CUDA). */
+export interface NativeInit {
+  /** Absolute path of libonnxruntime.so.1 (onnxruntime-node's, or the onnxruntime-gpu wheel's). */
+  library: string;
+  /** Libraries to dlopen first, in dependency order (the CUDA libraries the provider needs). */
+  preload: string[];
+  /** CUDA: the libcudart the KV cache's device memory is managed with. */
+  cudaRuntime: string | null;
+}
 
 export interface WorkerInit {
   runtime: RuntimeKind;
+  /** Present when runtime is native. */
+  native?: NativeInit;
   /** Absolute paths of the graphs this worker loads. */
   graphs: Partial<Record<GraphName, string>>;
   session: SessionSettings;
@@ -55,6 +71,7 @@ export type WorkerRequest =
   | { id: number; op: 'free'; seqId: number }
   | { id: number; op: 'step'; rows: StepRowRequest[] }
   | { id: number; op: 'usage' }
+  | { id: number; op: 'counters' }
   | { id: number; op: 'close' };
 
 export interface StepResult {
@@ -62,6 +79,19 @@ export interface StepResult {
   logits: Float32Array;
   vocabSize: number;
   usage: KvCacheUsage;
+}
+
+/** What the decoder's steps moved so far: into JS, out of JS, and between host and device. */
+export interface StepCounters {
+  steps: number;
+  decoderRuns: number;
+  /** Bytes the runtime wrote into JS memory (native: the logits rows; js: every output the binding copied). */
+  bytesToJs: number;
+  /** Token ids and embeddings read from JS. */
+  bytesFromJs: number;
+  /** Bytes of bound tensors copied host -> device and device -> host (0 on the CPU). */
+  hostToDeviceBytes: number;
+  deviceToHostBytes: number;
 }
 
 export interface EncodedImages {
@@ -72,7 +102,7 @@ export interface EncodedImages {
   visionSeconds: number;
 }
 
-export type WorkerResult = Record<string, TensorData> | StepResult | EncodedImages | KvCacheUsage | null;
+export type WorkerResult = Record<string, TensorData> | StepResult | EncodedImages | KvCacheUsage | StepCounters | null;
 
 export interface WorkerErrorInfo {
   name: string;

@@ -7,7 +7,6 @@ import { performance } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import { preprocessImage, type RgbImage } from '../model/index.js';
 import type { BackendLoader, DecoderBackend, RuntimeBackend } from './backend.js';
-import { loadJsBackend } from './js-backend.js';
 import {
   transferables,
   type EncodedImages,
@@ -22,8 +21,11 @@ const port = parentPort;
 if (!port) throw new Error('worker.ts must run in a worker thread');
 const init = workerData as WorkerInit;
 
+// Imported on demand, so that a native worker never loads onnxruntime-node's binding (and with
+// it a second ONNX Runtime core next to the onnxruntime-gpu wheel's).
 const loaders: Record<WorkerInit['runtime'], BackendLoader> = {
-  js: loadJsBackend,
+  js: async (i) => (await import('./js-backend.js')).loadJsBackend(i),
+  native: async (i) => (await import('./native-backend.js')).loadNativeBackend(i),
 };
 
 let backend: RuntimeBackend | null = null;
@@ -73,6 +75,8 @@ async function handle(req: WorkerRequest): Promise<WorkerResult> {
       return decoder().step(req.rows);
     case 'usage':
       return backend?.decoder ? backend.decoder.cache.usage() : null;
+    case 'counters':
+      return decoder().counters();
     case 'close':
       await backend?.release();
       return null;

@@ -11,7 +11,7 @@ import { createEngine, createEngineFromPort, type EngineOptions, type LoadedEngi
 import { EngineError } from '../../src/engine/errors.js';
 import type { ModelPort } from '../../src/engine/model-port.js';
 import type { GenerationEvent, GenerationRequest } from '../../src/engine/types.js';
-import { caseMessages, goldenPackages, goldenPort, loadGolden, packageDir, request, type GoldenCase } from '../support/golden.js';
+import { caseMessages, goldenPackages, goldenPort, loadGolden, packageDir, request, RUNTIMES, type GoldenCase } from '../support/golden.js';
 
 const packages = goldenPackages();
 const main = packages.includes('tiny-random-qwen2-siglip') ? 'tiny-random-qwen2-siglip' : packages[0];
@@ -53,8 +53,8 @@ async function settled(engine: LoadedEngine): Promise<void> {
 
 const textOnly = (cases: GoldenCase[]): GoldenCase => cases.find((c) => c.name === 'text-only') ?? cases[0];
 
-for (const name of packages) {
-  describe(`${name}: continuous batching`, () => {
+for (const name of packages) for (const runtime of RUNTIMES) {
+  describe(`${name}: continuous batching (${runtime} runtime)`, () => {
     const golden = loadGolden(name);
     let port: ModelPort;
     before(async () => {
@@ -63,7 +63,7 @@ for (const name of packages) {
 
     for (const prefillChunkTokens of [4096, 100]) {
       test(`every case at once equals the reference (prefill chunk ${prefillChunkTokens})`, async () => {
-        const engine = createEngineFromPort(port, { ...threads, maxBatchSize: 16, prefillChunkTokens });
+        const engine = createEngineFromPort(port, { ...threads, runtime, maxBatchSize: 16, prefillChunkTokens });
         try {
           await engine.ready();
           // A long request runs throughout, so that every case shares its decode steps with at

@@ -1,6 +1,6 @@
 // The engine against the reference: for every fixture package and golden case, the prompt ids,
 // the first step's top-5 logits (fp32, 1e-4) and 32 greedy tokens must match what HF
-// transformers computed (test/fixtures/README.md).
+// transformers computed (test/fixtures/README.md), on each runtime (native and js).
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,7 +8,7 @@ import { createEngineFromPort, type LoadedEngine } from '../../src/engine/engine
 import type { ModelPort } from '../../src/engine/model-port.js';
 import { directRunner, preparePrompt } from '../../src/engine/prepare.js';
 import { ModelRunner } from '../../src/runtime/model-runner.js';
-import { caseMessages, goldenPackages, goldenPort, loadGolden, request, runnerOptions } from '../support/golden.js';
+import { caseMessages, goldenPackages, goldenPort, loadGolden, request, runnerOptions, RUNTIMES } from '../support/golden.js';
 
 const packages = goldenPackages();
 
@@ -16,8 +16,8 @@ test('fixture packages exist', { skip: packages.length === 0 ? 'no fixture packa
   assert.ok(packages.length > 0);
 });
 
-for (const name of packages) {
-  describe(name, () => {
+for (const name of packages) for (const runtime of RUNTIMES) {
+  describe(`${name} (${runtime} runtime)`, () => {
     const golden = loadGolden(name);
     let port: ModelPort;
     let engine: LoadedEngine;
@@ -25,9 +25,10 @@ for (const name of packages) {
 
     before(async () => {
       port = await goldenPort(name);
-      engine = createEngineFromPort(port, { warmup: false, intraOpNumThreads: 1, visionIntraOpNumThreads: 1 });
-      runner = await ModelRunner.start({ ...runnerOptions(port), separateVisionWorker: false });
+      engine = createEngineFromPort(port, { runtime, warmup: false, intraOpNumThreads: 1, visionIntraOpNumThreads: 1 });
+      runner = await ModelRunner.start({ ...runnerOptions(port, runtime), separateVisionWorker: false });
       await engine.ready();
+      assert.equal(runner.runtime, runtime, runner.runtimeFallbackReason ?? '');
     });
     after(async () => {
       await engine?.close();

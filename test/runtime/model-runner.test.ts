@@ -1,5 +1,6 @@
-// The model runner on a fixture package: load-time checks with clear errors, the execution
-// provider choice, KV admission, and that a long decoder call does not block the main thread.
+// The model runner on a fixture package, on each runtime: load-time checks with clear errors,
+// the execution provider choice, KV admission, that a long decoder call does not block the main
+// thread, and that the native runtime hands nothing but the logits to JS per decode step.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { ModelRunner, type RunnerOptions } from '../../src/runtime/model-runner.js';
 import { cudaProviderLibrary, resolveExecutionProvider } from '../../src/runtime/execution-provider.js';
 import { KvCacheFullError } from '../../src/runtime/kv-cache.js';
-import { goldenPackages, goldenPort, runnerOptions } from '../support/golden.js';
+import { goldenPackages, goldenPort, runnerOptions, RUNTIMES } from '../support/golden.js';
 import type { ModelPort } from '../../src/engine/model-port.js';
 
 const packages = goldenPackages();
@@ -23,15 +24,17 @@ test('CUDA without its provider library: a clear error, or CPU when fallback is 
   assert.deepEqual(resolveExecutionProvider('cpu', false), { provider: 'cpu', fallbackReason: null });
 });
 
-describe(`model runner (${name ?? 'no fixtures'})`, { skip: name === undefined ? 'no fixture packages yet' : false }, () => {
+for (const runtime of RUNTIMES)
+describe(`model runner (${name ?? 'no fixtures'}, ${runtime} runtime)`, { skip: name === undefined ? 'no fixture packages yet' : false }, () => {
   let port: ModelPort;
   let options: RunnerOptions;
   let runner: ModelRunner;
 
   before(async () => {
     port = await goldenPort(name);
-    options = runnerOptions(port);
+    options = runnerOptions(port, runtime);
     runner = await ModelRunner.start(options);
+    assert.equal(runner.runtime, runtime, runner.runtimeFallbackReason ?? '');
   });
   after(async () => {
     await runner?.close();
@@ -97,6 +100,30 @@ describe(`model runner (${name ?? 'no fixtures'})`, { skip: name === undefined ?
     await runner.free(1);
     await runner.free(2);
     await assert.rejects(runner.step([{ seqId: 1, ids: Int32Array.of(1) }]), /unknown sequence 1/);
+  });
+
+  test('per decode step, only the logits rows cross into JS on the native runtime (the KV cache stays native)', async () => {
+    const V = port.text.vocabSize;
+    const B = 3;
+    for (let s = 0; s < B; s++) await runner.allocate(200 + s, 40);
+    await runner.step([0, 1, 2].map((s) => ({ seqId: 200 + s, ids: Int32Array.from({ length: 5 + s }, (_, i) => 3 + i) })));
+    const before = await runner.counters();
+    const steps = 6;
+    for (let t = 0; t < steps; t++) await runner.step([0, 1, 2].map((s) => ({ seqId: 200 + s, ids: Int32Array.of(10 + t) })));
+    const after = await runner.counters();
+    for (let s = 0; s < B; s++) await runner.free(200 + s);
+    const perStep = (after.bytesToJs - before.bytesToJs) / steps;
+    assert.equal(after.steps - before.steps, steps);
+    assert.equal(after.bytesFromJs - before.bytesFromJs, steps * B * 4, 'one int32 token id per row per step went in');
+    const logitsBytes = B * V * 4;
+    const presentsBytes = B * 2 * port.text.numLayers * port.text.numKvHeads * port.text.headDim * 4; // one new position per row
+    if (runtime === 'native') {
+      assert.equal(perStep, logitsBytes, 'bytes into JS per decode step = the logits rows');
+      assert.equal(after.hostToDeviceBytes, 0); // CPU: no device
+    } else {
+      // The js runtime's binding copies every output into JS: embeddings, logits and presents.
+      assert.equal(perStep, logitsBytes + presentsBytes + B * port.text.hiddenSize * 4);
+    }
   });
 
   test('a long decoder call leaves the main thread free (1 ms timer keeps firing)', async () => {

@@ -6,6 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadModelPort } from '../../src/engine/model-adapter.js';
 import type { RunnerOptions } from '../../src/runtime/model-runner.js';
+import type { RuntimeKind } from '../../src/runtime/worker-protocol.js';
 import type { ModelPort } from '../../src/engine/model-port.js';
 import type { ChatMessage, GenerationRequest, SamplingParams } from '../../src/engine/types.js';
 
@@ -53,9 +54,13 @@ export async function goldenPort(name: string): Promise<ModelPort> {
   return loadModelPort(packageDir(name), { maxImagePixels: 50_000_000 });
 }
 
+/** Both runtimes: the suites that check results against the reference run on each. */
+export const RUNTIMES: readonly RuntimeKind[] = ['native', 'js'];
+
 /** Runner options for a package, small and single-threaded for tests. */
-export function runnerOptions(port: ModelPort): RunnerOptions {
+export function runnerOptions(port: ModelPort, runtime: RuntimeKind = 'native'): RunnerOptions {
   return {
+    runtime,
     graphs: port.graphs,
     decoder: port.text,
     kvCacheBytes: 1 << 26,
