@@ -4,7 +4,9 @@
 //    streaming chat requests, each with an image and a fixed output length (`ignore_eos`).
 // 2. The same sweep against a server with batching disabled (MAX_BATCH_SIZE=1): the speed-up.
 // 3. The engine alone, in-process, for one stream: the HTTP overhead.
-// All three run in one invocation because these machines are noisy: ratios are only meaningful
+// 4. With several runtimes (--runtime native,js, the default), the batched sweep, the engine
+//    alone and the runtime's decode step time (decode-steps.ts) for each, reported as ratios.
+// All of it runs in one invocation because these machines are noisy: ratios are only meaningful
 // within one run. Writes <out>/<date>-<model>.json and .md.
 
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -13,6 +15,8 @@ import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { createEngine } from '../src/engine/engine.js';
 import type { GenerationRequest } from '../src/engine/types.js';
+import type { RuntimeKind } from '../src/runtime/worker-protocol.js';
+import { loadDecoder, packageDecoder, timeDecodeSteps, type StepTiming } from './decode-steps.js';
 import { ServerProcess } from './server-process.js';
 import { median, percentile, round, steadyDecodeRate } from './stats.js';
 
@@ -31,6 +35,9 @@ interface Options {
   unbatched: boolean;
   imageCache: boolean;
   quick: boolean;
+  /** The first one is the main run (the unbatched sweep runs for it alone). */
+  runtimes: RuntimeKind[];
+  stepPast: number;
 }
 
 interface LevelResult {
@@ -66,13 +73,15 @@ function parseOptions(argv: string[]): Options {
       'no-unbatched': { type: 'boolean' },
       'image-cache': { type: 'boolean' },
       quick: { type: 'boolean' },
+      runtime: { type: 'string' },
+      'step-past': { type: 'string' },
       help: { type: 'boolean' },
     },
   });
   if (values.help || !values.model) {
     console.log(`usage: npm run bench -- --model DIR [--concurrency 1,2,4,8,16] [--output-tokens 64]
   [--requests-per-stream 2] [--image FILE] [--prompt TEXT] [--out bench/results] [--threads N]
-  [--no-unbatched] [--image-cache] [--quick]`);
+  [--no-unbatched] [--image-cache] [--quick] [--runtime native,js] [--step-past 800]`);
     process.exit(values.help ? 0 : 2);
   }
   const quick = Boolean(values.quick);
@@ -88,7 +97,16 @@ function parseOptions(argv: string[]): Options {
     unbatched: !values['no-unbatched'],
     imageCache: Boolean(values['image-cache']),
     quick,
+    runtimes: parseRuntimes(values.runtime ?? 'native,js'),
+    stepPast: Number(values['step-past'] ?? (quick ? 64 : 800)),
   };
+}
+
+function parseRuntimes(raw: string): RuntimeKind[] {
+  const list = raw.split(',').map((r) => r.trim());
+  for (const r of list) if (r !== 'native' && r !== 'js') throw new Error(`--runtime: ${r} is not native or js`);
+  if (list.length === 0 || new Set(list).size !== list.length) throw new Error(`--runtime: ${raw} must name each runtime once`);
+  return list as RuntimeKind[];
 }
 
 function chatBody(o: Options, imageDataUrl: string) {
@@ -163,8 +181,9 @@ async function sweep(o: Options, env: Record<string, string>, label: string): Pr
  * The engine in this process, no HTTP: one stream (median of `requestsPerStream` runs after a
  * warm-up), then `batch` concurrent streams for the decode rate at that batch size.
  */
-async function engineAlone(o: Options, env: Record<string, string>, batch: number) {
+async function engineAlone(o: Options, env: Record<string, string>, batch: number, runtime: RuntimeKind) {
   const engine = await createEngine(o.model, {
+    runtime,
     maxBatchSize: Math.max(1, batch),
     imageCacheBytes: o.imageCache ? undefined : 0, // as the servers of the sweeps
     intraOpNumThreads: env.INTRA_OP_THREADS ? Number(env.INTRA_OP_THREADS) : undefined,
@@ -247,10 +266,61 @@ function markdown(report: ReturnType<typeof buildReport>): string {
       `(${report.httpOverDecodeRatio !== null ? Math.round(report.httpOverDecodeRatio * 100) + '% of the engine alone' : 'n/a'}).`,
     '',
   );
+  if (report.runtimes.length > 1) lines.push(...runtimeMarkdown(report.runtimes, report.runtimeRatios));
   return lines.join('\n');
 }
 
-function buildReport(o: Options, batched: LevelResult[], unbatched: LevelResult[], engine: Awaited<ReturnType<typeof engineAlone>>) {
+interface RuntimeRun {
+  runtime: RuntimeKind;
+  batched: LevelResult[];
+  engineAlone: Awaited<ReturnType<typeof engineAlone>>;
+  /** The runtime backend alone: decode step time with a past of stepPast positions. */
+  decodeSteps: StepTiming[];
+}
+
+/** Each later runtime against the first, within this run: >1 means the first is faster. */
+function runtimeRatios(runs: RuntimeRun[]) {
+  const [first, ...rest] = runs;
+  const ratio = (a: number | null, b: number | null): number | null => (a && b ? round(a / b) : null);
+  return rest.map((r) => ({
+    of: first.runtime,
+    over: r.runtime,
+    outputTokensPerSecond: first.batched.map((l, i) => ({ concurrency: l.concurrency, ratio: ratio(l.outputTokensPerSecond, r.batched[i]?.outputTokensPerSecond ?? null) })),
+    engineDecode: ratio(first.engineAlone.decodeTokensPerSecond, r.engineAlone.decodeTokensPerSecond),
+    engineBatchDecode: ratio(first.engineAlone.batchSteadyDecodeTokensPerSecond, r.engineAlone.batchSteadyDecodeTokensPerSecond),
+    /** Step time of the later runtime over the first's (the first's speed-up per step). */
+    decodeStep: first.decodeSteps.map((s, i) => ({ batch: s.batch, ratio: ratio(r.decodeSteps[i]?.stepMs ?? null, s.stepMs) })),
+  }));
+}
+
+function runtimeMarkdown(runs: RuntimeRun[], ratios: ReturnType<typeof runtimeRatios>): string[] {
+  const lines = [
+    '## Runtimes side by side (same run)',
+    '',
+    '| runtime | ' + runs[0].batched.map((l) => `c=${l.concurrency} tok/s`).join(' | ') + ' | engine decode tok/s | ' +
+      runs[0].decodeSteps.map((s) => `step ms B=${s.batch}, past ${s.past}`).join(' | ') + ' | bytes into JS per step (B=1) |',
+    '|' + '---|'.repeat(3 + runs[0].batched.length + runs[0].decodeSteps.length),
+  ];
+  for (const r of runs) {
+    lines.push(
+      `| ${r.runtime} | ${r.batched.map((l) => l.outputTokensPerSecond).join(' | ')} | ${r.engineAlone.decodeTokensPerSecond} | ` +
+        `${r.decodeSteps.map((s) => s.stepMs).join(' | ')} | ${r.decodeSteps[0]?.perStep.bytesToJs ?? '-'} (logits ${r.decodeSteps[0]?.logitsBytes ?? '-'}) |`,
+    );
+  }
+  for (const q of ratios) {
+    lines.push(
+      '',
+      `${q.of} over ${q.over}: HTTP out tok/s ` + q.outputTokensPerSecond.map((x) => `c=${x.concurrency} ${x.ratio ?? '-'}x`).join(', ') +
+        `; engine decode ${q.engineDecode ?? '-'}x, batched ${q.engineBatchDecode ?? '-'}x; decode step ` +
+        q.decodeStep.map((x) => `B=${x.batch} ${x.ratio ?? '-'}x faster`).join(', ') + '.',
+    );
+  }
+  lines.push('');
+  return lines;
+}
+
+function buildReport(o: Options, runs: RuntimeRun[], unbatched: LevelResult[]) {
+  const { batched, engineAlone: engine } = runs[0];
   const c1 = batched.find((l) => l.concurrency === 1);
   const httpDecode = c1 && c1.meanItl > 0 ? round(1 / c1.meanItl) : null;
   const manifest = JSON.parse(readFileSync(join(o.model, 'manifest.json'), 'utf8'));
@@ -266,7 +336,32 @@ function buildReport(o: Options, batched: LevelResult[], unbatched: LevelResult[
     engineAlone: engine,
     httpSingleStreamDecode: httpDecode,
     httpOverDecodeRatio: httpDecode !== null && engine.decodeTokensPerSecond > 0 ? round(httpDecode / engine.decodeTokensPerSecond) : null,
+    /** The runtime of the fields above. */
+    runtime: runs[0].runtime,
+    runtimes: runs,
+    runtimeRatios: runtimeRatios(runs),
   };
+}
+
+/** The runtime backend alone: decode step time at batch 1 and the largest concurrency. */
+async function decodeSteps(o: Options, runtime: RuntimeKind): Promise<StepTiming[]> {
+  const g = packageDecoder(o.model);
+  const batches = [...new Set([1, Math.max(...o.concurrency)])];
+  const bytesPerPosition = 2 * g.dims.numLayers * g.dims.numKvHeads * g.dims.headDim * 4;
+  const { backend } = await loadDecoder(g, {
+    runtime,
+    executionProvider: 'cpu',
+    threads: o.threads ? Number(o.threads) : undefined,
+    kvCacheBytes: Math.max(...batches) * (o.stepPast + 64) * bytesPerPosition,
+  });
+  try {
+    const out: StepTiming[] = [];
+    for (const b of batches) out.push(await timeDecodeSteps(backend, b, o.stepPast, o.quick ? 5 : 20, g.dims.vocabSize));
+    for (const s of out) console.error(`${runtime} decode step B=${s.batch} past ${s.past}: ${s.stepMs} ms, ${s.perStep.bytesToJs} bytes into JS`);
+    return out;
+  } finally {
+    await backend.release();
+  }
 }
 
 async function main(): Promise<void> {
@@ -279,10 +374,16 @@ async function main(): Promise<void> {
     IMAGE_CACHE_SIZE: o.imageCache ? '256MB' : '0',
   };
   if (o.threads) env.INTRA_OP_THREADS = o.threads;
-  const batched = await sweep(o, env, 'batched');
-  const unbatched = o.unbatched ? await sweep(o, { ...env, MAX_BATCH_SIZE: '1' }, 'unbatched') : [];
-  const engine = await engineAlone(o, env, Math.max(...o.concurrency));
-  const report = buildReport(o, batched, unbatched, engine);
+  const runs: RuntimeRun[] = [];
+  let unbatched: LevelResult[] = [];
+  for (const [i, runtime] of o.runtimes.entries()) {
+    const renv = { ...env, RUNTIME: runtime };
+    const batched = await sweep(o, renv, `${runtime} batched`);
+    if (i === 0 && o.unbatched) unbatched = await sweep(o, { ...renv, MAX_BATCH_SIZE: '1' }, `${runtime} unbatched`);
+    const engine = await engineAlone(o, renv, Math.max(...o.concurrency), runtime);
+    runs.push({ runtime, batched, engineAlone: engine, decodeSteps: await decodeSteps(o, runtime) });
+  }
+  const report = buildReport(o, runs, unbatched);
   mkdirSync(o.out, { recursive: true });
   const precision = report.quantization ? report.quantization.method : report.dtype;
   const mode = o.quick ? '-quick' : o.imageCache ? '-image-cache' : '';

@@ -34,10 +34,27 @@ test('bench --quick writes JSON and Markdown with every measurement', { timeout:
       assert.ok(level.serverRssBytes > 0);
     }
     assert.ok(report.engineAlone.decodeTokensPerSecond > 0);
+    // both runtimes side by side, with ratios, and the native one hands only logits to JS
+    assert.equal(report.runtime, 'native');
+    assert.deepEqual(report.runtimes.map((r: { runtime: string }) => r.runtime), ['native', 'js']);
+    for (const run of report.runtimes) {
+      assert.deepEqual(run.batched.map((l: { failed: number }) => l.failed), [0, 0]);
+      assert.deepEqual(run.decodeSteps.map((s: { batch: number }) => s.batch), [1, 2]);
+      for (const step of run.decodeSteps) {
+        assert.ok(step.stepMs > 0);
+        if (run.runtime === 'native') assert.equal(step.perStep.bytesToJs, step.logitsBytes);
+        else assert.ok(step.perStep.bytesToJs > step.logitsBytes);
+      }
+    }
+    const [ratios] = report.runtimeRatios;
+    assert.equal(ratios.of, 'native');
+    assert.equal(ratios.over, 'js');
+    for (const x of [...ratios.outputTokensPerSecond, ...ratios.decodeStep]) assert.ok(x.ratio > 0, JSON.stringify(x));
     assert.ok(report.httpOverDecodeRatio > 0);
     const md = readFileSync(join(out, files[1]), 'utf8');
     assert.match(md, /\| concurrency \| out tok\/s/);
     assert.match(md, /Engine alone \(no HTTP\)/);
+    assert.match(md, /Runtimes side by side/);
   } finally {
     rmSync(out, { recursive: true, force: true });
   }
