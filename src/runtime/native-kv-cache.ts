@@ -46,8 +46,7 @@ export class NativeKvCache implements KvCache {
 
   usage(): KvCacheUsage {
     const u = this.decoder.usage();
-    // Stored prefix blocks take budget like reservations do.
-    return { usedBytes: u.usedBytes, reservedBytes: u.reservedBytes + u.storedBytes, capacityBytes: u.capacityBytes, sequences: u.sequences };
+    return { usedBytes: u.usedBytes, reservedBytes: u.reservedBytes, capacityBytes: u.capacityBytes, sequences: u.sequences };
   }
 
   /** Bytes and count of the blocks kept outside any sequence (saveBlock). */
@@ -56,7 +55,11 @@ export class NativeKvCache implements KvCache {
     return { bytes: u.storedBytes, blocks: u.storedBlocks };
   }
 
-  /** Copies positions [start, start+count) of a sequence out of it; returns a handle. */
+  /**
+   * Copies positions [start, start+count) of a sequence out of it; returns a handle. The block
+   * counts in the budget beside the other sequences' reservations (the source's covers it until
+   * the source is freed).
+   */
   saveBlock(seqId: number, start: number, count: number): number {
     return nativeCall(() => this.decoder.saveBlock(u32('sequence id', seqId), u32('start', start), u32('count', count)));
   }
@@ -67,6 +70,6 @@ export class NativeKvCache implements KvCache {
   }
 
   dropBlock(handle: number): void {
-    this.decoder.dropBlock(u32('handle', handle));
+    nativeCall(() => this.decoder.dropBlock(u32('handle', handle)));
   }
 }

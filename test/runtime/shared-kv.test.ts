@@ -153,7 +153,7 @@ for (const decoder of ['decoder_gqa_rotary', 'decoder_standard']) {
       const whole = await backend.decoder!.step([{ seqId: 1, ids: prompt }]);
       const handle = cache.saveBlock(1, 0, 32);
       assert.deepEqual(cache.storedUsage(), { bytes: 32 * bytesPerPosition, blocks: 1 });
-      assert.equal(cache.usage().reservedBytes, (41 + 32) * bytesPerPosition, 'stored blocks take budget');
+      assert.equal(cache.usage().reservedBytes, 41 * bytesPerPosition);
       cache.allocate(2, 41);
       cache.loadBlock(2, handle);
       assert.equal(cache.length(2), 32);
@@ -166,6 +166,7 @@ for (const decoder of ['decoder_gqa_rotary', 'decoder_standard']) {
       assertClose(next.logits.subarray(V), next.logits.subarray(0, V), 'the next step of both');
       cache.dropBlock(handle);
       assert.deepEqual(cache.storedUsage(), { bytes: 0, blocks: 0 });
+      assert.throws(() => cache.dropBlock(handle), /unknown stored block/);
       cache.free(1);
       cache.free(2);
     });
@@ -183,16 +184,19 @@ for (const decoder of ['decoder_gqa_rotary', 'decoder_standard']) {
       assert.equal(cache.usage().reservedBytes, 0);
     });
 
-    test('the budget refuses a stored block that does not fit', async () => {
-      cache.allocate(7, 185);
+    test('stored blocks take budget beside the other reservations (the source covers its own)', async () => {
+      cache.allocate(7, 30);
       await backend.decoder!.step([{ seqId: 7, ids: ids(20, 1) }]);
-      assert.throws(() => cache.saveBlock(7, 0, 16), KvCacheFullError);
-      const h = cache.saveBlock(7, 0, 10);
-      cache.allocate(8, 5);
-      assert.throws(() => cache.loadBlock(8, h), /does not fit the reservation of sequence 8/);
-      cache.dropBlock(h);
+      cache.allocate(9, 170); // 200 of 200 reserved
+      const h = cache.saveBlock(7, 0, 20); // fits beside seq 9 (170 + 20 <= 200), inside seq 7's reservation
+      assert.throws(() => cache.saveBlock(7, 0, 20), KvCacheFullError); // 170 + 20 + 20 > 200
       cache.free(7);
+      assert.throws(() => cache.allocate(8, 11), KvCacheFullError); // 170 + 20 stored + 11 > 200
+      cache.allocate(8, 5);
+      assert.throws(() => cache.loadBlock(8, h), /a block of 20 positions does not fit sequence 8's reservation/);
+      cache.dropBlock(h);
       cache.free(8);
+      cache.free(9);
     });
   });
 }

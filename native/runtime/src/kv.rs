@@ -257,12 +257,23 @@ impl KvArena {
     }
 
     /// Copies positions [start, start+count) of `id` out of the sequence; returns a handle.
+    /// The block counts in the budget; the source's own reservation covers it until the source
+    /// is freed (blocks are saved from a sequence about to be freed), so only the other
+    /// reservations and the stored blocks can refuse it.
     pub fn save_block(&mut self, id: u32, start: usize, count: usize) -> KvResult<u32> {
         let s = self.seq(id)?;
         if count == 0 || start + count > s.length {
             return Err(format!("KV cache: cannot save positions [{start}, {}) of sequence {id}, which has {}", start + count, s.length).into());
         }
-        self.check_budget(count, &format!("a stored block of {count} positions"))?;
+        let bpp = self.bytes_per_position();
+        let in_use = (self.reserved_positions - s.reserved + self.stored_positions) * bpp;
+        if in_use + count * bpp > self.capacity_bytes {
+            return Err(KvError::Full(format!(
+                "KV cache full: a stored block of {} bytes does not fit beside {in_use} of {} in use",
+                count * bpp,
+                self.capacity_bytes
+            )));
+        }
         let l = self.layout;
         let buf = self.device.alloc_zeroed(2 * l.layers * l.heads * l.run(count))?;
         let block = &self.blocks[&s.block];
@@ -287,10 +298,15 @@ impl KvArena {
         let count = self.stored.get(&handle).ok_or_else(|| KvError::Other(format!("KV cache: unknown stored block {handle}")))?.count;
         let s = self.seq(id)?;
         let length = s.length;
-        if length + count > s.reserved {
-            return Err(format!("KV cache: stored block {handle} ({count} positions) does not fit the reservation of sequence {id} ({length} of {} used)", s.reserved).into());
+        let reserved = s.reserved;
+        if length + count > reserved {
+            return Err(format!("KV cache: a block of {count} positions does not fit sequence {id}'s reservation ({length} of {reserved} used)").into());
         }
-        self.ensure_room(id, length + count)?;
+        // Blocks are loaded one after another at allocation: grow geometrically, not 64 at a time.
+        let (bid, cap) = (s.block, self.blocks[&s.block].cap);
+        if length + count > cap {
+            self.grow(bid, (length + count).max((2 * cap).min(reserved)))?;
+        }
         let l = self.layout;
         let s = &self.seqs[&id];
         let block = &self.blocks[&s.block];
@@ -308,32 +324,27 @@ impl KvArena {
         Ok(())
     }
 
-    pub fn drop_block(&mut self, handle: u32) {
-        if let Some(s) = self.stored.remove(&handle) {
-            self.stored_positions -= s.count;
-        }
+    pub fn drop_block(&mut self, handle: u32) -> KvResult<()> {
+        let s = self.stored.remove(&handle).ok_or_else(|| KvError::Other(format!("KV cache: unknown stored block {handle}")))?;
+        self.stored_positions -= s.count;
+        Ok(())
     }
 
     fn seq(&self, id: u32) -> KvResult<&Seq> {
         self.seqs.get(&id).ok_or_else(|| KvError::Other(format!("KV cache: unknown sequence {id}")))
     }
 
-    fn check_budget(&self, positions: usize, what: &str) -> KvResult<()> {
+    fn reserve(&mut self, positions: usize, id: u32) -> KvResult<()> {
         let bpp = self.bytes_per_position();
         let taken = (self.reserved_positions + self.stored_positions) * bpp;
         if taken + positions * bpp > self.capacity_bytes {
             return Err(KvError::Full(format!(
-                "KV cache full: {what} needs {} bytes, {} of {} are free",
+                "KV cache full: sequence {id} needs {} bytes, {} of {} are free",
                 positions * bpp,
                 self.capacity_bytes.saturating_sub(taken),
                 self.capacity_bytes
             )));
         }
-        Ok(())
-    }
-
-    fn reserve(&mut self, positions: usize, id: u32) -> KvResult<()> {
-        self.check_budget(positions, &format!("sequence {id}"))?;
         self.reserved_positions += positions;
         Ok(())
     }

@@ -222,7 +222,7 @@ impl NativeDecoder {
         self.inner.arena.allocate(seq_id, max_positions as usize).map_err(kv_err)
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn has(&self, seq_id: u32) -> bool {
         self.inner.arena.has(seq_id)
     }
@@ -237,7 +237,7 @@ impl NativeDecoder {
         self.inner.arena.free(seq_id)
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn usage(&self) -> Usage {
         self.inner.arena.usage()
     }
@@ -255,8 +255,8 @@ impl NativeDecoder {
     }
 
     #[napi(catch_unwind)]
-    pub fn drop_block(&mut self, handle: u32) {
-        self.inner.arena.drop_block(handle)
+    pub fn drop_block(&mut self, handle: u32) -> Result<()> {
+        self.inner.arena.drop_block(handle).map_err(kv_err)
     }
 
     /// One batched step; `logits` ([B, V], request order) receives each row's last logits.
@@ -269,7 +269,7 @@ impl NativeDecoder {
         self.inner.step(&parsed, out).map_err(kv_err)
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn counters(&self) -> Counters {
         self.inner.counters
     }
