@@ -10,7 +10,6 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { RuntimeBackend } from '../src/runtime/backend.js';
-import { loadJsBackend } from '../src/runtime/js-backend.js';
 import { loadNativeBackend } from '../src/runtime/native-backend.js';
 import { resolveRuntime, type RuntimeChoice } from '../src/runtime/runtime-choice.js';
 import type { DecoderSettings, RuntimeKind, StepCounters, StepRowRequest, WorkerInit } from '../src/runtime/worker-protocol.js';
@@ -65,7 +64,8 @@ export async function loadDecoder(g: DecoderGraphs, w: BackendWish): Promise<Loa
     decoder: { ...g.dims, kvCacheBytes: w.kvCacheBytes },
   };
   const t0 = performance.now();
-  const backend = await (choice.runtime === 'js' ? loadJsBackend : loadNativeBackend)(init);
+  // js on demand: a GPU machine running gpu-check has no onnxruntime-node binaries
+  const backend = choice.runtime === 'js' ? await (await import('../src/runtime/js-backend.js')).loadJsBackend(init) : await loadNativeBackend(init);
   return { backend, choice, loadSeconds: round((performance.now() - t0) / 1000) };
 }
 

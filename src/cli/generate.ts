@@ -18,7 +18,8 @@ const USAGE = `usage: npm run generate -- --model DIR --prompt TEXT [options]
   --top-k K            default 0 (off)
   --seed N             default: random
   --threads N          ORT intra-op threads
-  --provider cpu|cuda  execution provider (default cpu)`;
+  --provider cpu|cuda  execution provider (default cpu)
+  --runtime native|js  which runtime runs the graphs (default native)`;
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
@@ -34,6 +35,7 @@ async function main(): Promise<number> {
       seed: { type: 'string' },
       threads: { type: 'string' },
       provider: { type: 'string', default: 'cpu' },
+      runtime: { type: 'string', default: 'native' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -47,6 +49,7 @@ async function main(): Promise<number> {
     return n;
   };
   if (values.provider !== 'cpu' && values.provider !== 'cuda') throw new Error(`--provider must be cpu or cuda`);
+  if (values.runtime !== 'native' && values.runtime !== 'js') throw new Error(`--runtime must be native or js`);
 
   const content: ContentPart[] = [];
   for (const file of values.image ?? []) content.push({ type: 'image', data: new Uint8Array(await readFile(file)) });
@@ -76,6 +79,7 @@ async function main(): Promise<number> {
   };
 
   const engine = await createEngine(values.model, {
+    runtime: values.runtime,
     executionProvider: values.provider,
     intraOpNumThreads: values.threads === undefined ? undefined : num('threads', values.threads),
     warmup: false,
