@@ -31,9 +31,9 @@ export interface RuntimeWish {
   cudaDir?: string;
 }
 
-export function resolveRuntime(w: RuntimeWish): RuntimeChoice {
+export function resolveRuntime(w: RuntimeWish, loadAddon: typeof loadNativeAddon = loadNativeAddon): RuntimeChoice {
   if (w.runtime === 'native') {
-    const loaded = loadNativeAddon();
+    const loaded = loadAddon();
     if ('addon' in loaded) {
       const cpu: NativeInit = { library: onnxruntimeNodeLibrary(), preload: [], cudaRuntime: null };
       if (w.executionProvider === 'cpu') return { runtime: 'native', runtimeFallbackReason: null, provider: 'cpu', providerFallbackReason: null, native: cpu };

@@ -78,6 +78,8 @@ describe('npm start', () => {
       await until(async () => ((await fetch(`${s.url}/ready`)).status === 200 ? true : undefined));
       const order = s.logs.map((l) => l.msg as string);
       assert.ok(order.findIndex((m) => m.startsWith('Server listening')) < order.indexOf('model ready'), order.join(' | '));
+      // one line says which runtime runs (the default, native, with its addon built)
+      assert.deepEqual(s.logs.filter((l) => /^runtime /.test(l.msg)).map((l) => [l.msg, l.runtime]), [['runtime native', 'native']]);
 
       const res = await fetch(`${s.url}/v1/chat/completions`, {
         method: 'POST',
