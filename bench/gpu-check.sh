@@ -23,12 +23,13 @@
 #    The last call checks that every piece arrived (else says which are missing: send them
 #    again), unpacks, runs everything and writes $OUT/gpu-check.json, $OUT/hf.json and
 #    $OUT/summary.txt (also printed).
-# GPU_CHECK_PROVIDER=cpu GPU_CHECK_SHAPE=tiny bash bench/gpu-check.sh run tries the whole flow on a
-# CPU machine (after prepare and receive), small and on the CPU.
+# GPU_CHECK_PROVIDER=cpu GPU_CHECK_SHAPE=tiny PYTHON=.venv/bin/python bash bench/gpu-check.sh run
+# tries the whole flow on a CPU machine of the project (after prepare and receive), small.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bundle="$root/.gpu-check"
 work=/tmp/gpu-check
+py="${PYTHON:-python3}" # the one with torch, transformers, onnx and the NVIDIA wheels
 piece_bytes=$((40 * 1024 * 1024))
 
 prepare() {
@@ -77,7 +78,7 @@ receive() {
 }
 
 xz_decompress() {
-  if command -v xz >/dev/null; then xz -dc; else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), sys.stdout.buffer)'; fi
+  if command -v xz >/dev/null; then xz -dc; else "$py" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), sys.stdout.buffer)'; fi
 }
 
 run_check() {
@@ -102,7 +103,7 @@ run_check() {
   rm -rf "$cuda" && mkdir -p "$cuda/onnxruntime-gpu" "$cuda/nvidia"
   ln -s "$app"/ort/* "$cuda/onnxruntime-gpu/"
   local site
-  for site in $(python3 -c 'import site, sys; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))'); do
+  for site in $("$py" -c 'import site, sys; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))'); do
     [ -d "$site/nvidia" ] || continue
     find "$site/nvidia" -name 'lib*.so*' -type f | while read -r lib; do ln -sf "$lib" "$cuda/nvidia/$(basename "$lib")"; done
   done
@@ -113,18 +114,23 @@ run_check() {
   } | tee "$out/summary.txt"
   local synth="$work/synth"
   local provider="${GPU_CHECK_PROVIDER:-cuda}" shape="${GPU_CHECK_SHAPE:-tinyllama}"
-  [ -f "$synth/dims.json" ] && grep -q "\"$shape\"" "$synth/dims.json" || python3 "$root/bench/make_synthetic_decoder.py" --out "$synth" --shape "$shape" --dtype fp16 >&2
+  [ -f "$synth/dims.json" ] && grep -q "\"$shape\"" "$synth/dims.json" || "$py" "$root/bench/make_synthetic_decoder.py" --out "$synth" --shape "$shape" --dtype fp16 >&2
+  # The bundle has no onnxruntime-node binaries (CUDA loads the wheel's core); a CPU dry run
+  # here borrows the project's.
+  if [ "$provider" = cpu ] && [ ! -e "$app/node_modules/onnxruntime-node/bin" ] && [ -d "$root/node_modules/onnxruntime-node/bin" ]; then
+    ln -s "$root/node_modules/onnxruntime-node/bin" "$app/node_modules/onnxruntime-node/bin"
+  fi
   # The repo's dist is not there (ignored); the bundle's dist imports the bundle's node_modules.
   set +e
   (cd "$app" && node dist/bench/gpu-check.js --execution-provider "$provider" --cuda-dir "$cuda" \
     --golden-package "$root/test/fixtures/packages/tiny-random-llama-siglip" --decoder-dir "$synth" \
     --batches 1,8,32 --past 800 --steps 20) > "$out/gpu-check.json" 2> >(tee "$out/gpu-check.log" >&2)
   local node_rc=$?
-  PYTHONUNBUFFERED=1 python3 "$root/bench/hf_generate_speed.py" --dims "$synth/dims.json" --batches 1,8,32 --past 800 --new 64 \
+  PYTHONUNBUFFERED=1 "$py" "$root/bench/hf_generate_speed.py" --dims "$synth/dims.json" --batches 1,8,32 --past 800 --new 64 \
     --device "$([ "$provider" = cuda ] && echo cuda || echo cpu)" > "$out/hf.json" 2> >(tee "$out/hf.log" >&2)
   local hf_rc=$?
   set -e
-  python3 - "$out" "$node_rc" "$hf_rc" <<'EOF' | tee -a "$out/summary.txt"
+  "$py" - "$out" "$node_rc" "$hf_rc" <<'EOF' | tee -a "$out/summary.txt"
 import json, sys
 out, node_rc, hf_rc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def load(name):

@@ -8,7 +8,9 @@ prefill).
 """
 
 import argparse
+import contextlib
 import json
+import sys
 import time
 
 import torch
@@ -36,8 +38,10 @@ def main() -> None:
     )
     torch.manual_seed(0)
     dtype = torch.float16 if a.device == "cuda" else torch.float32
-    with torch.device(a.device):  # built on the GPU: seconds instead of a minute of CPU init
-        model = LlamaForCausalLM(config).to(dtype).eval()
+    # Built on the GPU where torch can (seconds instead of a minute of CPU init).
+    where = torch.device(a.device) if hasattr(torch.device, "__enter__") else contextlib.nullcontext()
+    with where:
+        model = LlamaForCausalLM(config).to(device=a.device, dtype=dtype).eval()
     sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
 
     def run(batch: int, new: int) -> float:
@@ -56,7 +60,7 @@ def main() -> None:
         whole = min(run(b, a.new + 1) for _ in range(2))
         seconds = max(whole - prefill, 1e-9)
         results.append({"batch": b, "past": a.past, "newTokens": a.new, "decodeTokensPerSecond": round(b * a.new / seconds, 1), "stepMs": round(seconds / a.new * 1000, 3)})
-        print(f"hf generate B={b}: {results[-1]['stepMs']} ms per step", flush=True, file=__import__("sys").stderr)
+        print(f"hf generate B={b}: {results[-1]['stepMs']} ms per step", flush=True, file=sys.stderr)
     device = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
     print(json.dumps({"torch": torch.__version__, "device": device, "dtype": str(dtype).removeprefix("torch."), "results": results}, indent=2))
 
