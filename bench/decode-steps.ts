@@ -81,7 +81,8 @@ export interface StepTiming {
   logitsBytes: number;
 }
 
-const PREFILL_CHUNK = 512;
+/** Prompt positions per prefill step, as the engine's default PREFILL_CHUNK_TOKENS. */
+export const PREFILL_CHUNK = 512;
 
 /** Token ids for the benchmark prompts: deterministic, spread over the vocabulary. */
 function promptIds(n: number, seed: number, vocab: number): Int32Array {
@@ -89,14 +90,21 @@ function promptIds(n: number, seed: number, vocab: number): Int32Array {
 }
 
 /** B rows with `past` positions each, then `steps` timed decode steps of all of them. */
-export async function timeDecodeSteps(backend: RuntimeBackend, batch: number, past: number, steps: number, vocab: number): Promise<StepTiming> {
+export async function timeDecodeSteps(
+  backend: RuntimeBackend,
+  batch: number,
+  past: number,
+  steps: number,
+  vocab: number,
+  prefillChunk = PREFILL_CHUNK,
+): Promise<StepTiming> {
   const d = backend.decoder!;
   const ids = Array.from({ length: batch }, (_, b) => 1_000_000 + b);
   for (const id of ids) d.cache.allocate(id, past + steps + 3);
   try {
     for (const [b, id] of ids.entries()) {
       const prompt = promptIds(past, b + 1, vocab);
-      for (let at = 0; at < past; at += PREFILL_CHUNK) await d.step([{ seqId: id, ids: prompt.slice(at, at + PREFILL_CHUNK) }]);
+      for (let at = 0; at < past; at += prefillChunk) await d.step([{ seqId: id, ids: prompt.slice(at, at + prefillChunk) }]);
     }
     const token = (t: number): StepRowRequest[] => ids.map((seqId, b) => ({ seqId, ids: Int32Array.of((t * 31 + b) % vocab) }));
     for (let t = 0; t < 2; t++) await d.step(token(t)); // warm-up

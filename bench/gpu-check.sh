@@ -33,30 +33,39 @@ py="${PYTHON:-python3}" # the one with torch, transformers, onnx and the NVIDIA 
 piece_bytes=$((40 * 1024 * 1024))
 
 prepare() {
-  local cuda="${CUDA_DIR:-$root/.cuda}" capi stage
+  local cuda="${CUDA_DIR:-$root/.cuda}" capi stage cache="$bundle/cache" stamp
   capi="$(dirname "$(find "$cuda" -name 'libonnxruntime_providers_cuda.so' -print -quit 2>/dev/null)")"
   [ -f "$capi/libonnxruntime_providers_cuda.so" ] || { echo "gpu-check: no onnxruntime-gpu under $cuda: run npm run setup:cuda first (or set CUDA_DIR)" >&2; exit 1; }
   [ -f "$root/native/build/tinyllava_runtime.node" ] || { echo "gpu-check: the native addon is not built: npm run build:native" >&2; exit 1; }
   (cd "$root" && npm run --silent build)
-  rm -rf "$bundle" && mkdir -p "$bundle"
+  rm -rf "$bundle"/part* "$bundle/MANIFEST" && mkdir -p "$cache"
   stage="$(mktemp -d)"
   trap 'rm -rf "$stage"' RETURN
-  mkdir -p "$stage/root/bin" "$stage/root/native/build" "$stage/root/ort"
-  cp "$(command -v node)" "$stage/root/bin/node"
-  cp -r "$root/dist" "$stage/root/dist"
-  cp "$root/native/build/tinyllava_runtime.node" "$stage/root/native/build/"
-  cp "$root/package.json" "$stage/root/"
-  cp "$capi"/libonnxruntime.so.1.* "$capi/libonnxruntime_providers_shared.so" "$capi/libonnxruntime_providers_cuda.so" "$stage/root/ort/"
-  # node_modules without what the check never loads (onnxruntime-node's binaries, build tools,
-  # other platforms' tokenizers); onnxruntime-node's package.json names the ORT version.
-  tar -C "$root" -cf - \
-    --exclude='node_modules/onnxruntime-node/bin' --exclude='node_modules/typescript' --exclude='node_modules/openai' \
-    --exclude='node_modules/@redocly' --exclude='node_modules/openapi-typescript' --exclude='node_modules/@types' \
-    --exclude='node_modules/tokenizers/tokenizers.[!l]*' --exclude='node_modules/tokenizers/tokenizers.linux-[!x]*' \
-    --exclude='node_modules/tokenizers/tokenizers.linux-x64-musl.node' node_modules | tar -C "$stage/root" -xf -
-  echo "gpu-check: compressing $(du -sh "$stage/root" | cut -f1) (a few minutes) ..." >&2
-  tar -C "$stage" -cf - root | xz -T2 -6 > "$stage/payload.tar.xz"
-  split -b "$piece_bytes" -d -a 2 "$stage/payload.tar.xz" "$stage/payload.tar.xz."
+  # What does not change with the code (node, the wheel's ORT libraries, node_modules) is
+  # compressed once, the slow part (minutes), and kept in .gpu-check/cache.
+  stamp="$(ls -lL "$(command -v node)" "$capi"/libonnxruntime* "$root/package-lock.json" | sha256sum | cut -d' ' -f1)"
+  if [ ! -f "$cache/static.tar.xz" ] || [ "$(cat "$cache/static.stamp" 2>/dev/null)" != "$stamp" ]; then
+    mkdir -p "$stage/static/root/bin" "$stage/static/root/ort"
+    cp "$(command -v node)" "$stage/static/root/bin/node"
+    cp "$capi"/libonnxruntime.so.1.* "$capi/libonnxruntime_providers_shared.so" "$capi/libonnxruntime_providers_cuda.so" "$stage/static/root/ort/"
+    # node_modules without what the check never loads (onnxruntime-node's binaries, build
+    # tools, other platforms' tokenizers); onnxruntime-node's package.json names the ORT version.
+    tar -C "$root" -cf - \
+      --exclude='node_modules/onnxruntime-node/bin' --exclude='node_modules/typescript' --exclude='node_modules/openai' \
+      --exclude='node_modules/@redocly' --exclude='node_modules/openapi-typescript' --exclude='node_modules/@types' \
+      --exclude='node_modules/tokenizers/tokenizers.[!l]*' --exclude='node_modules/tokenizers/tokenizers.linux-[!x]*' \
+      --exclude='node_modules/tokenizers/tokenizers.linux-x64-musl.node' node_modules | tar -C "$stage/static/root" -xf -
+    echo "gpu-check: compressing $(du -sh "$stage/static/root" | cut -f1) once (minutes) ..." >&2
+    tar -C "$stage/static" -cf - root | xz -T2 -6 > "$cache/static.tar.xz"
+    echo "$stamp" > "$cache/static.stamp"
+  fi
+  mkdir -p "$stage/app/root/native/build"
+  cp -r "$root/dist" "$stage/app/root/dist"
+  cp "$root/native/build/tinyllava_runtime.node" "$stage/app/root/native/build/"
+  cp "$root/package.json" "$stage/app/root/"
+  tar -C "$stage/app" -cf - root | xz -T2 -6 > "$stage/app.tar.xz"
+  # Two xz streams, two tar archives, one after the other (unpacked with tar --ignore-zeros).
+  cat "$cache/static.tar.xz" "$stage/app.tar.xz" | split -b "$piece_bytes" -d -a 2 - "$stage/payload.tar.xz."
   local n=0 p
   for p in "$stage"/payload.tar.xz.[0-9]*; do
     n=$((n + 1))
@@ -94,7 +103,7 @@ run_check() {
   done < "$work/pieces/MANIFEST"
   [ "$missing" = 0 ] || exit 3
   if [ ! -x "$work/root/bin/node" ]; then
-    cat "$work/pieces"/payload.tar.xz.* | xz_decompress | tar -C "$work" -xf -
+    cat "$work/pieces"/payload.tar.xz.* | xz_decompress | tar -C "$work" --ignore-zeros -xf -
   fi
   local app="$work/root" cuda="$work/cuda"
   export PATH="$app/bin:$PATH"
