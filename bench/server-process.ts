@@ -30,7 +30,8 @@ export class ServerProcess {
     const port = await freePort();
     const log: string[] = [];
     const child = spawn(process.execPath, [SERVE, '--model', modelDir, '--host', '127.0.0.1', '--port', String(port)], {
-      env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+      // A lone server behind no load balancer: nothing to wait for on SIGTERM.
+      env: { ...process.env, LOG_LEVEL: 'warn', SHUTDOWN_DELAY: '0', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const keep = (b: Buffer) => {

@@ -27,6 +27,7 @@ export interface Config {
   headersTimeoutSeconds: number;
   bodyTimeoutSeconds: number;
   keepAliveTimeoutSeconds: number;
+  shutdownDelaySeconds: number;
   drainTimeoutSeconds: number;
   retryAfterSeconds: number;
   runtime: 'native' | 'js';
@@ -304,11 +305,19 @@ export const SETTINGS: { readonly [K in keyof Config]: Setting<Config[K]> } = {
     description: 'Seconds an idle keep-alive connection stays open between requests; behind a proxy that keeps idle connections to the server, set it above the proxy\'s idle timeout.',
     parse: positiveSeconds,
   },
+  shutdownDelaySeconds: {
+    env: 'SHUTDOWN_DELAY',
+    flag: 'shutdown-delay',
+    default: 5,
+    description:
+      'On SIGTERM, seconds during which /ready answers 503 while requests are still served, so that load balancers and Kubernetes stop routing here before the drain starts (longer than the health check interval times its failure count).',
+    parse: seconds,
+  },
   drainTimeoutSeconds: {
     env: 'DRAIN_TIMEOUT',
     flag: 'drain-timeout',
     default: 30,
-    description: 'On SIGTERM/SIGINT, seconds to let in-flight requests finish before cancelling them and exiting.',
+    description: 'After the shutdown delay (SIGTERM) or at once (SIGINT), seconds to let in-flight requests finish before cancelling them and exiting.',
     parse: seconds,
   },
   retryAfterSeconds: {

@@ -3,6 +3,10 @@
 //   loading --(engine ready)--> ready --(SIGTERM)--> draining --> (process exits)
 //      \--(load fails)--> failed
 //
+// Between SIGTERM and the drain (the shutdown delay) the host stops advertising: /ready already
+// reports `draining`, so that load balancers take the server out of rotation, while generations
+// are still handed the engine.
+//
 // It hands the engine to routes only when ready, and tracks in-flight generations so that a
 // drain can wait for them and, past its timeout, cancel them.
 
@@ -14,6 +18,7 @@ export type Phase = 'loading' | 'ready' | 'draining' | 'failed';
 export class EngineHost {
   private current: Engine | null = null;
   private state: Phase = 'loading';
+  private advertised = true;
   private failure: string | null = null;
   private readonly inFlight = new Set<AbortController>();
   private idleWaiters: (() => void)[] = [];
@@ -24,8 +29,9 @@ export class EngineHost {
     this.state = phase;
   }
 
+  /** What /ready reports. */
   get phase(): Phase {
-    return this.state;
+    return this.advertised || this.state === 'failed' ? this.state : 'draining';
   }
 
   get failureMessage(): string | null {
@@ -87,6 +93,11 @@ export class EngineHost {
 
   get inFlightCount(): number {
     return this.inFlight.size;
+  }
+
+  /** /ready turns 503 `draining`; generations are still served until startDraining(). */
+  stopAdvertising(): void {
+    this.advertised = false;
   }
 
   /** Stops handing out the engine; /ready turns 503. */

@@ -3,9 +3,11 @@
 // Order matters: configuration is checked first (exit 2 naming the bad setting), then HTTP
 // listens (exit 1 with one plain line when it cannot: port taken, address not ours), then the
 // model loads, so that /health answers and /ready says "loading" meanwhile.
-// SIGTERM/SIGINT drain (src/api/shutdown.ts): /ready turns 503, new generations are refused,
-// in-flight ones get up to DRAIN_TIMEOUT seconds, the rest are cancelled; then the listener and
-// the engine close.
+// SIGTERM/SIGINT shut down (src/api/shutdown.ts): /ready turns 503 at once; on SIGTERM to a ready
+// server requests are still served for SHUTDOWN_DELAY seconds, so that load balancers stop
+// routing here first (SIGINT, a person at a terminal, skips the delay); then new generations are
+// refused, in-flight ones get up to DRAIN_TIMEOUT seconds, the rest are cancelled; then the
+// listener and the engine close.
 
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -14,10 +16,13 @@ import { buildApp } from '../api/app.js';
 import type { ServerVersion } from '../api/context.js';
 import { EngineHost } from '../api/engine-host.js';
 import { loggerOptions } from '../api/logging.js';
-import { drainAndClose } from '../api/shutdown.js';
+import { shutDown } from '../api/shutdown.js';
 import { ConfigError, loadConfig, settingsHelp, type Config } from '../config.js';
 import { createEngine, type EngineOptions, type LoadedEngine } from '../engine/engine.js';
 import { isEngineError } from '../engine/errors.js';
+
+/** A signal repeated within this time is the same request to stop, delivered twice. */
+const REPEATED_SIGNAL_MS = 1000;
 
 function engineOptions(c: Config): EngineOptions {
   return {
@@ -73,21 +78,32 @@ async function main(): Promise<void> {
   let engine: Promise<LoadedEngine> | null = null;
 
   let stopping = false;
+  let stoppedAt = 0;
   const shutdown = async (signal: string): Promise<void> => {
     if (stopping) {
+      // npm forwards the signals it gets to node, which got the same one from the terminal
+      // (Ctrl-C) or from a supervisor signalling the process group: one request to stop, twice.
+      if (performance.now() - stoppedAt < REPEATED_SIGNAL_MS) return;
       log.warn({ signal }, 'second signal: exiting without draining');
       process.exit(1);
     }
     stopping = true;
-    log.info({ signal, inFlight: host.inFlightCount, drainTimeoutSeconds: config.drainTimeoutSeconds }, 'draining');
-    const result = await drainAndClose(app, host, { drainTimeoutMs: config.drainTimeoutSeconds * 1000 });
+    stoppedAt = performance.now();
+    // Nothing routes to a server that is not ready, and a person pressing Ctrl-C wants it gone.
+    const delaySeconds = signal === 'SIGTERM' && host.phase === 'ready' ? config.shutdownDelaySeconds : 0;
+    log.info({ signal, inFlight: host.inFlightCount, shutdownDelaySeconds: delaySeconds }, 'shutting down: /ready is 503');
+    const result = await shutDown(app, host, {
+      shutdownDelayMs: delaySeconds * 1000,
+      drainTimeoutMs: config.drainTimeoutSeconds * 1000,
+      onDraining: () => log.info({ inFlight: host.inFlightCount, drainTimeoutSeconds: config.drainTimeoutSeconds }, 'draining'),
+    });
     if (!result.drained) log.warn({ cancelled: result.cancelled }, 'drain timeout: cancelled the requests still running');
     const loaded = await engine?.catch(() => null);
     await loaded?.close();
     log.info('stopped');
     process.exit(0);
   };
-  // A second signal of either kind exits at once (shutdown checks `stopping`).
+  // A second signal of either kind, a second or more after the first, exits at once.
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
 

@@ -125,9 +125,9 @@ describe(`admission control over HTTP (${PACKAGE})`, { skip: goldenPackages().in
       const metrics = await fetch(`${t.url}/metrics`);
       assert.equal(metrics.status, 200);
       const text = await metrics.text();
-      assert.equal(sample(text, 'tinyllava_num_requests_running'), 1);
-      assert.equal(sample(text, 'tinyllava_num_requests_waiting'), MAX_WAITING);
-      assert.equal(sample(text, 'tinyllava_request_errors_total{type="rate_limit_error",code="overloaded"}'), N - capacity);
+      assert.equal(sample(text, `tinyllava_num_requests_running{model_name="${PACKAGE}"}`), 1);
+      assert.equal(sample(text, `tinyllava_num_requests_waiting{model_name="${PACKAGE}"}`), MAX_WAITING);
+      assert.equal(sample(text, `tinyllava_request_errors_total{model_name="${PACKAGE}",type="rate_limit_error",code="overloaded"}`), N - capacity);
       assert.equal(engine.stats().running, 1, 'still generating after the probes answered');
     } finally {
       abort.abort();
@@ -197,9 +197,9 @@ describe(`admission control over HTTP (${PACKAGE})`, { skip: goldenPackages().in
       assert.ok(usage.completion_tokens > 0 && usage.completion_tokens < 2000, `${usage.completion_tokens} tokens`);
 
       const text = await (await fetch(`${timed.url}/metrics`)).text();
-      assert.equal(sample(text, 'tinyllava_request_timeouts_total'), 2);
-      assert.equal(sample(text, 'tinyllava_request_errors_total{type="server_error",code="deadline_exceeded"}'), 1);
-      assert.equal(sample(text, 'tinyllava_request_success_total{finished_reason="length"}'), 1);
+      assert.equal(sample(text, `tinyllava_request_timeouts_total{model_name="${PACKAGE}"}`), 2);
+      assert.equal(sample(text, `tinyllava_request_errors_total{model_name="${PACKAGE}",type="server_error",code="deadline_exceeded"}`), 1);
+      assert.equal(sample(text, `tinyllava_request_success_total{model_name="${PACKAGE}",finished_reason="length"}`), 1);
     } finally {
       abort.abort();
       await closeApp(timed);

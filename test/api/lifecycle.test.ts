@@ -2,16 +2,41 @@
 // drain itself; request ids; API keys; unknown routes; and what the logs leave out.
 
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
+import { Agent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loggerOptions } from '../../src/api/logging.js';
-import { drainAndClose } from '../../src/api/shutdown.js';
+import { drainAndClose, shutDown } from '../../src/api/shutdown.js';
 import { assertError, assertMatches, chatBody, dataUrl, imageMessage, parseSse, startApp } from './support/harness.js';
 import { FakeEngine } from './support/fake-engine.js';
 
 type Json = Record<string, any>;
+
+interface Reply {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: string;
+  socket: Socket;
+}
+
+/** One request through a keep-alive agent, so that the connection's fate can be watched. */
+function send(agent: Agent, url: string, body?: object): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { agent, method: body ? 'POST' : 'GET', headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: text, socket: req.socket! }));
+    });
+    req.on('error', reject);
+    req.end(body ? JSON.stringify(body) : undefined);
+  });
+}
+
+const closedSocket = (socket: Socket): Promise<void> =>
+  socket.destroyed ? Promise.resolve() : new Promise((resolve) => socket.once('close', () => resolve()));
 
 describe('probes and lifecycle', () => {
   test('while the engine does not exist yet: /health 200, /ready 503 loading, generation 503', async () => {
@@ -95,6 +120,8 @@ describe('graceful shutdown', () => {
     assert.equal(res.status, 200);
     const body = res.text();
     const drain = drainAndClose(t.app, t.host, { drainTimeoutMs: 5000 });
+    // The drain closed the client's idle pooled connection; let the client see that.
+    await sleep(20);
     // The listener stays open while draining, so that probes see the 503.
     const ready = await fetch(`${t.url}/ready`);
     assert.equal(ready.status, 503);
@@ -105,6 +132,68 @@ describe('graceful shutdown', () => {
     assert.equal(events.at(-1)!.choices[0].finish_reason, 'stop');
     assert.deepEqual(await drain, { drained: true, cancelled: 0 });
     assert.equal(engine.cancelled, 0);
+  });
+
+  test('SIGTERM: /ready 503 at once, requests served with Connection: close for the delay, then refused', async () => {
+    const engine = new FakeEngine({ tokenDelayMs: 30 });
+    const t = await startApp({ engine, listen: true });
+    const agent = new Agent({ keepAlive: true });
+    try {
+      const before = await send(agent, `${t.url}/ready`);
+      assert.equal(before.status, 200);
+      assert.equal(before.headers.connection, 'keep-alive');
+      let draining!: () => void;
+      const drainStarted = new Promise<void>((resolve) => (draining = resolve));
+      const stopped = shutDown(t.app, t.host, { shutdownDelayMs: 500, drainTimeoutMs: 10_000, onDraining: () => draining() });
+
+      const ready = await send(agent, `${t.url}/ready`);
+      assert.equal(ready.status, 503);
+      assert.deepEqual(JSON.parse(ready.body), { status: 'draining' });
+      // Still served during the delay, each answer ending its connection.
+      const served = await send(agent, `${t.url}/v1/chat/completions`, chatBody({ max_tokens: 1 }));
+      assert.equal(served.status, 200, served.body);
+      assert.equal(served.headers.connection, 'close');
+      await closedSocket(served.socket);
+      // A stream that starts within the delay runs to its end through the drain.
+      const stream = send(agent, `${t.url}/v1/chat/completions`, chatBody({ stream: true, ignore_eos: true, max_tokens: 40 }));
+      await drainStarted;
+      const refused = await send(new Agent(), `${t.url}/v1/chat/completions`, chatBody());
+      assertError({ statusCode: refused.status, body: refused.body, headers: refused.headers }, 503, 'shutting_down');
+      assert.equal(refused.headers.connection, 'close');
+      const streamed = await stream;
+      assert.equal(streamed.headers.connection, 'close');
+      const events = parseSse(streamed.body) as Json[];
+      assert.equal(events.at(-1)!.choices[0].finish_reason, 'length');
+      assert.deepEqual(await stopped, { drained: true, cancelled: 0 });
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  test('the drain closes idle keep-alive connections, and each one whose response ends during it', async () => {
+    const engine = new FakeEngine({ tokenDelayMs: 20 });
+    const t = await startApp({ engine, listen: true });
+    const idle = new Agent({ keepAlive: true });
+    const short = new Agent({ keepAlive: true });
+    try {
+      const probe = await send(idle, `${t.url}/health`);
+      assert.equal(probe.headers.connection, 'keep-alive');
+      // Both responses begin before the shutdown, with keep-alive.
+      const long = send(new Agent(), `${t.url}/v1/chat/completions`, chatBody({ stream: true, ignore_eos: true, max_tokens: 60 }));
+      const brief = send(short, `${t.url}/v1/chat/completions`, chatBody({ stream: true, ignore_eos: true, max_tokens: 5 }));
+      await sleep(30);
+      const drain = drainAndClose(t.app, t.host, { drainTimeoutMs: 10_000 });
+      await closedSocket(probe.socket);
+      const briefReply = await brief;
+      assert.equal(briefReply.headers.connection, 'keep-alive');
+      await closedSocket(briefReply.socket);
+      assert.equal(t.host.inFlightCount, 1, 'closed while the long stream still runs');
+      assert.equal((await long).status, 200);
+      assert.deepEqual(await drain, { drained: true, cancelled: 0 });
+    } finally {
+      idle.destroy();
+      short.destroy();
+    }
   });
 
   test('past the drain timeout, what still runs is cancelled with a shutting_down error event', async () => {

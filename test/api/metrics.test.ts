@@ -61,18 +61,18 @@ describe('metrics', () => {
       for (const name of OURS) assert.match(text, new RegExp(`^# TYPE ${name} (gauge|counter|histogram)$`, 'm'), name);
 
       // prompt: 5 words + 16 image tokens + 2, then 2 words + 2; answers: 6 + EOS, then 3
-      assert.equal(sample(text, 'tinyllava_prompt_tokens_total'), 27);
-      assert.equal(sample(text, 'tinyllava_generation_tokens_total'), 10);
-      assert.equal(sample(text, 'tinyllava_images_processed_total'), 1);
-      assert.equal(sample(text, 'tinyllava_request_success_total{finished_reason="stop"}'), 1);
-      assert.equal(sample(text, 'tinyllava_request_success_total{finished_reason="length"}'), 1);
-      assert.equal(sample(text, 'tinyllava_time_to_first_token_seconds_count'), 2);
-      assert.equal(sample(text, 'tinyllava_request_image_preprocess_time_seconds_count'), 1);
-      assert.equal(sample(text, 'tinyllava_request_vision_encoder_time_seconds_sum'), 0.003);
+      assert.equal(sample(text, 'tinyllava_prompt_tokens_total{model_name="fake-vlm"}'), 27);
+      assert.equal(sample(text, 'tinyllava_generation_tokens_total{model_name="fake-vlm"}'), 10);
+      assert.equal(sample(text, 'tinyllava_images_processed_total{model_name="fake-vlm"}'), 1);
+      assert.equal(sample(text, 'tinyllava_request_success_total{model_name="fake-vlm",finished_reason="stop"}'), 1);
+      assert.equal(sample(text, 'tinyllava_request_success_total{model_name="fake-vlm",finished_reason="length"}'), 1);
+      assert.equal(sample(text, 'tinyllava_time_to_first_token_seconds_count{model_name="fake-vlm"}'), 2);
+      assert.equal(sample(text, 'tinyllava_request_image_preprocess_time_seconds_count{model_name="fake-vlm"}'), 1);
+      assert.equal(sample(text, 'tinyllava_request_vision_encoder_time_seconds_sum{model_name="fake-vlm"}'), 0.003);
       // 5 gaps in the first answer, 2 in the second
-      assert.equal(sample(text, 'tinyllava_inter_token_latency_seconds_count'), 7);
-      assert.equal(sample(text, 'tinyllava_request_errors_total{type="invalid_request_error",code="invalid_request"}'), 1);
-      assert.equal(sample(text, 'tinyllava_request_errors_total{type="not_found_error",code="model_not_found"}'), 1);
+      assert.equal(sample(text, 'tinyllava_inter_token_latency_seconds_count{model_name="fake-vlm"}'), 7);
+      assert.equal(sample(text, 'tinyllava_request_errors_total{model_name="fake-vlm",type="invalid_request_error",code="invalid_request"}'), 1);
+      assert.equal(sample(text, 'tinyllava_request_errors_total{model_name="fake-vlm",type="not_found_error",code="model_not_found"}'), 1);
     } finally {
       await t.close();
     }
@@ -85,11 +85,11 @@ describe('metrics', () => {
       const running = t.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chatBody({ ignore_eos: true, max_tokens: 20 }) });
       for (let i = 0; i < 100 && engine.running === 0; i++) await sleep(5);
       const text = (await t.app.inject('/metrics')).body;
-      assert.equal(sample(text, 'tinyllava_num_requests_running'), 1);
-      assert.equal(sample(text, 'tinyllava_num_requests_waiting'), 0);
-      assert.equal(sample(text, 'tinyllava_kv_cache_usage_perc'), 0.25);
+      assert.equal(sample(text, 'tinyllava_num_requests_running{model_name="fake-vlm"}'), 1);
+      assert.equal(sample(text, 'tinyllava_num_requests_waiting{model_name="fake-vlm"}'), 0);
+      assert.equal(sample(text, 'tinyllava_kv_cache_usage_perc{model_name="fake-vlm"}'), 0.25);
       await running;
-      assert.equal(sample((await t.app.inject('/metrics')).body, 'tinyllava_num_requests_running'), 0);
+      assert.equal(sample((await t.app.inject('/metrics')).body, 'tinyllava_num_requests_running{model_name="fake-vlm"}'), 0);
     } finally {
       await t.close();
     }
@@ -104,13 +104,13 @@ describe('metrics', () => {
       let text = (await t.app.inject('/metrics')).body;
       assert.match(text, /^# TYPE tinyllava_image_cache_hits_total counter$/m);
       assert.match(text, /^# TYPE tinyllava_image_cache_bytes gauge$/m);
-      assert.equal(sample(text, 'tinyllava_image_cache_hits_total'), 3);
-      assert.equal(sample(text, 'tinyllava_image_cache_misses_total'), 2);
-      assert.equal(sample(text, 'tinyllava_image_cache_bytes'), 4096);
+      assert.equal(sample(text, 'tinyllava_image_cache_hits_total{model_name="fake-vlm"}'), 3);
+      assert.equal(sample(text, 'tinyllava_image_cache_misses_total{model_name="fake-vlm"}'), 2);
+      assert.equal(sample(text, 'tinyllava_image_cache_bytes{model_name="fake-vlm"}'), 4096);
       imageCache = { hits: 10, misses: 2, bytes: 2048, entries: 1 };
       text = (await t.app.inject('/metrics')).body;
-      assert.equal(sample(text, 'tinyllava_image_cache_hits_total'), 10);
-      assert.equal(sample(text, 'tinyllava_image_cache_bytes'), 2048);
+      assert.equal(sample(text, 'tinyllava_image_cache_hits_total{model_name="fake-vlm"}'), 10);
+      assert.equal(sample(text, 'tinyllava_image_cache_bytes{model_name="fake-vlm"}'), 2048);
     } finally {
       await t.close();
     }
@@ -122,20 +122,52 @@ describe('metrics', () => {
     const t = await startApp({ engine });
     try {
       const text = (await t.app.inject('/metrics')).body;
-      assert.equal(sample(text, 'tinyllava_kv_cache_usage_perc'), 0);
-      assert.equal(sample(text, 'tinyllava_image_cache_hits_total'), 0);
-      assert.equal(sample(text, 'tinyllava_image_cache_bytes'), 0);
+      assert.equal(sample(text, 'tinyllava_kv_cache_usage_perc{model_name="fake-vlm"}'), 0);
+      assert.equal(sample(text, 'tinyllava_image_cache_hits_total{model_name="fake-vlm"}'), 0);
+      assert.equal(sample(text, 'tinyllava_image_cache_bytes{model_name="fake-vlm"}'), 0);
     } finally {
       await t.close();
     }
   });
 
-  test('process metrics are included', async () => {
+  test('every series of ours carries model_name, as vLLM\'s do', async () => {
+    const t = await startApp({ engine: new FakeEngine() });
+    try {
+      const post = (payload: object) => t.app.inject({ method: 'POST', url: '/v1/chat/completions', payload });
+      assert.equal((await post({ messages: [imageMessage(dataUrl('photo-640x480.jpg'))] })).statusCode, 200);
+      assert.equal((await post(chatBody({ temperature: 7 }))).statusCode, 400);
+      const text = (await t.app.inject('/metrics')).body;
+      const ours = text.split('\n').filter((l) => /^tinyllava_/.test(l) && !/^tinyllava_(process|nodejs)_/.test(l));
+      assert.ok(ours.length > 50, `${ours.length} series`);
+      for (const line of ours) assert.match(line, /^tinyllava_\w+\{(.*,)?model_name="fake-vlm"[,}]/, line);
+    } finally {
+      await t.close();
+    }
+  });
+
+  test('before the model package is read: no engine series, errors counted with an empty model_name', async () => {
+    const t = await startApp({ engine: null, phase: 'loading' });
+    try {
+      assert.equal((await t.app.inject({ method: 'POST', url: '/v1/chat/completions', payload: chatBody() })).statusCode, 503);
+      const text = (await t.app.inject('/metrics')).body;
+      assert.equal(sample(text, 'tinyllava_num_requests_running'), undefined);
+      assert.doesNotMatch(text, /^tinyllava_num_requests_running\{/m);
+      assert.equal(sample(text, 'tinyllava_request_errors_total{model_name="",type="server_error",code="model_not_ready"}'), 1);
+    } finally {
+      await t.close();
+    }
+  });
+
+  test('process metrics are included, without model_name and without gauges named *_total', async () => {
     const app = await buildApp({ config: testConfig(), host: new EngineHost(new FakeEngine(), 'ready') });
     try {
       const text = (await app.inject('/metrics')).body;
       assert.match(text, /^tinyllava_process_cpu_user_seconds_total /m);
       assert.match(text, /^tinyllava_nodejs_eventloop_lag_seconds /m);
+      const gauges = [...text.matchAll(/^# TYPE (\S+) gauge$/gm)].map((m) => m[1]);
+      assert.ok(gauges.includes('tinyllava_nodejs_active_handles'), 'the by-type twins stay');
+      assert.deepEqual(gauges.filter((name) => name.endsWith('_total')), []);
+      assert.doesNotMatch(text, /^tinyllava_(process|nodejs)_.*model_name=/m);
     } finally {
       await app.close();
     }

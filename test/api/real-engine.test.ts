@@ -175,8 +175,8 @@ describe(`real engine on ${PACKAGE}`, () => {
 
   test('the engine gauges come from its stats()', async () => {
     const text = (await t.app.inject('/metrics')).body;
-    assert.match(text, /^tinyllava_num_requests_running 0$/m);
-    assert.match(text, /^tinyllava_kv_cache_usage_perc 0$/m);
-    assert.match(text, /^tinyllava_images_processed_total \d+$/m);
+    assert.match(text, new RegExp(`^tinyllava_num_requests_running{model_name="${PACKAGE}"} 0$`, 'm'));
+    assert.match(text, new RegExp(`^tinyllava_kv_cache_usage_perc{model_name="${PACKAGE}"} 0$`, 'm'));
+    assert.match(text, new RegExp(`^tinyllava_images_processed_total{model_name="${PACKAGE}"} \\d+$`, 'm'));
   });
 });

@@ -1,5 +1,6 @@
 // `npm start` as a process: bad configuration exits 2 naming the setting; the server listens
-// before the model loads, serves, and drains and exits 0 on SIGTERM.
+// before the model loads, serves, and drains and exits 0 on SIGTERM, after the shutdown delay
+// when it was ready; a SIGTERM to npm's own PID reaches the server (npm forwards it to node).
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -20,10 +21,14 @@ interface Running {
   exited: Promise<number | null>;
 }
 
+/** npm itself: the one running this suite, else the one on PATH. */
+const NPM = process.env.npm_execpath ? [process.execPath, process.env.npm_execpath] : ['npm'];
+
 /** Starts the server on a free port and resolves once it logs where it listens. */
-function start(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Running> {
-  const child = spawn(process.execPath, [SERVE, '--port', '0', ...args], {
-    env: { ...process.env, INTRA_OP_THREADS: '1', VISION_INTRA_OP_THREADS: '1', ...env },
+function start(args: string[], env: NodeJS.ProcessEnv = {}, command = [process.execPath, SERVE]): Promise<Running> {
+  const child = spawn(command[0], [...command.slice(1), '--port', '0', ...args], {
+    cwd: repoRoot,
+    env: { ...process.env, INTRA_OP_THREADS: '1', VISION_INTRA_OP_THREADS: '1', SHUTDOWN_DELAY: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: Record<string, any>[] = [];
@@ -35,6 +40,7 @@ function start(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Running> {
       const lines = buffered.split('\n');
       buffered = lines.pop()!;
       for (const line of lines) {
+        if (!line.startsWith('{')) continue; // npm's own output
         const entry = JSON.parse(line) as Record<string, any>;
         logs.push(entry);
         const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(entry.msg ?? '');
@@ -94,6 +100,66 @@ describe('npm start', () => {
       s.child.kill('SIGTERM');
       assert.equal(await s.exited, 0);
       assert.ok(s.logs.some((l) => l.msg === 'draining'));
+      assert.equal(s.logs.at(-1)!.msg, 'stopped');
+    } finally {
+      s.child.kill('SIGKILL');
+    }
+  });
+
+  test('SIGTERM with --shutdown-delay: /ready 503 at once, still serving until the delay ends, then exit 0', async () => {
+    const s = await start(['--model', packageDir('tiny-random-qwen2-siglip'), '--shutdown-delay', '1.5']);
+    try {
+      await until(async () => ((await fetch(`${s.url}/ready`)).status === 200 ? true : undefined));
+      const signalled = performance.now();
+      s.child.kill('SIGTERM');
+      await until(async () => ((await fetch(`${s.url}/ready`)).status === 503 ? true : undefined));
+      const res = await fetch(`${s.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello' }], max_tokens: 2 }),
+      });
+      assert.ok(performance.now() - signalled < 1500, 'answered within the delay');
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get('connection'), 'close');
+      assert.equal(await s.exited, 0);
+      assert.ok(performance.now() - signalled >= 1500, 'exited after the delay, not before');
+      const msgs = s.logs.map((l) => l.msg as string);
+      assert.ok(msgs.indexOf('shutting down: /ready is 503') < msgs.indexOf('draining'), msgs.join(' | '));
+      assert.equal(s.logs.find((l) => l.msg === 'shutting down: /ready is 503')!.shutdownDelaySeconds, 1.5);
+    } finally {
+      s.child.kill('SIGKILL');
+    }
+  });
+
+  test("a SIGTERM to npm start's PID drains the server: npm forwards it to node and waits for it", async () => {
+    const s = await start(['--model', packageDir('tiny-random-qwen2-siglip')], {}, [...NPM, '--silent', 'start', '--']);
+    const serverPid = s.logs.find((l) => typeof l.pid === 'number')!.pid as number;
+    try {
+      assert.notEqual(serverPid, s.child.pid, 'npm runs the server as its child');
+      await until(async () => ((await fetch(`${s.url}/ready`)).status === 200 ? true : undefined));
+      s.child.kill('SIGTERM');
+      assert.equal(await s.exited, 0, 'npm exits 0 once the server has');
+      assert.ok(s.logs.some((l) => l.msg === 'draining'));
+      assert.equal(s.logs.at(-1)!.msg, 'stopped');
+      assert.throws(() => process.kill(serverPid, 0), { code: 'ESRCH' }, 'no orphaned server');
+    } finally {
+      s.child.kill('SIGKILL');
+      try {
+        process.kill(serverPid, 'SIGKILL');
+      } catch {
+        // gone, as it should be
+      }
+    }
+  });
+
+  test('a signal repeated within a second (npm forwarding the terminal\'s Ctrl-C) does not cut the drain short', async () => {
+    const s = await start(['--model', packageDir('tiny-random-qwen2-siglip')]);
+    try {
+      await until(async () => ((await fetch(`${s.url}/ready`)).status === 200 ? true : undefined));
+      s.child.kill('SIGINT');
+      s.child.kill('SIGINT');
+      assert.equal(await s.exited, 0);
+      assert.ok(!s.logs.some((l) => l.msg === 'second signal: exiting without draining'));
       assert.equal(s.logs.at(-1)!.msg, 'stopped');
     } finally {
       s.child.kill('SIGKILL');

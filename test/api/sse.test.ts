@@ -108,7 +108,7 @@ describe('SSE over a socket', () => {
       assert.equal(t2.host.inFlightCount, 0);
       // Not counted as an error of the server's; counted as an aborted request.
       const metrics = await (await fetch(`${t2.url}/metrics`)).text();
-      assert.match(metrics, /tinyllava_request_success_total\{finished_reason="abort"\} 1/);
+      assert.match(metrics, /tinyllava_request_success_total\{model_name="fake-vlm",finished_reason="abort"\} 1/);
       assert.doesNotMatch(metrics, /tinyllava_request_errors_total\{/);
     } finally {
       await t2.close();
