@@ -15,6 +15,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { EngineHost } from './engine-host.js';
 import { ApiError } from './errors.js';
 
+/** After the drain timeout, how long cancelled requests get to send their last events. */
+export const CANCEL_GRACE_MS = 5000;
+
 export interface DrainResult {
   /** Everything in flight finished on its own. */
   drained: boolean;
@@ -64,7 +67,7 @@ export async function drainAndClose(
       cancelled = host.inFlightCount;
       host.abortAll(new ApiError('shutting_down', 'the server is shutting down; retry on another instance'));
       // Cancelled generations end within one engine step; give their last events time to go out.
-      await host.waitIdle(options.cancelGraceMs ?? 5000);
+      await host.waitIdle(options.cancelGraceMs ?? CANCEL_GRACE_MS);
     }
   } finally {
     clearInterval(sweep);
