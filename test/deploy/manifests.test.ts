@@ -141,7 +141,8 @@ describe('deployment files', () => {
   test('Dockerfile: base as an argument, CPU and CUDA targets, exec-form HEALTHCHECK on /ready, numeric non-root user', () => {
     const dockerfile = readFileSync(join(repoRoot, 'Dockerfile'), 'utf8');
     assert.match(dockerfile, /^ARG BASE_IMAGE=node:20-bookworm-slim$/m);
-    assert.match(dockerfile, /^ARG CUDA_BASE_IMAGE=nvidia\/cuda:13\.\S+-runtime-ubuntu24\.04$/m);
+    assert.match(dockerfile, /^ARG CUDA_BASE_IMAGE=nvidia\/cuda:13\.\S+-ubuntu24\.04$/m);
+    assert.match(dockerfile, /RUN npm run setup:cuda/);
     const stages = [...dockerfile.matchAll(/^FROM (\S+) AS (\S+)$/gm)].map((m) => ({ from: m[1], name: m[2] }));
     assert.equal(stages.at(-1)!.name, 'cpu', 'the CPU image is the default target');
     assert.ok(stages.some((s) => s.name === 'cuda' && s.from === '${CUDA_BASE_IMAGE}'));
@@ -159,6 +160,6 @@ describe('deployment files', () => {
     const entrypoints = [...dockerfile.matchAll(/^ENTRYPOINT (.+)$/gm)].map((m) => JSON.parse(m[1]));
     assert.deepEqual(entrypoints, [['node', 'dist/src/cli/serve.js'], ['node', 'dist/src/cli/serve.js']]);
     const ignored = readFileSync(join(repoRoot, '.dockerignore'), 'utf8').split('\n');
-    for (const entry of ['node_modules', 'dist', '.venv', 'native/target', 'models/*', '!models/tiny-random-qwen2-siglip']) assert.ok(ignored.includes(entry), entry);
+    for (const entry of ['node_modules', 'dist', '.venv', 'native/target', '.cuda', 'models/*', '!models/tiny-random-qwen2-siglip']) assert.ok(ignored.includes(entry), entry);
   });
 });
