@@ -162,6 +162,6 @@ describe('connection timeouts', () => {
 
   test('the 408s are counted', async () => {
     const text = (await t.app.inject('/metrics')).body;
-    assert.match(text, /^tinyllava_request_errors_total\{type="invalid_request_error",code="request_timeout"\} 3$/m);
+    assert.match(text, /^tinyllava_request_errors_total\{model_name="[^"]*",type="invalid_request_error",code="request_timeout"\} 3$/m);
   });
 });

@@ -21,7 +21,7 @@ const EXAMPLES = process.env.FUZZ_EXAMPLES ?? '60';
 test('schemathesis finds no 5xx and no response outside openapi.yaml', { timeout: 15 * 60_000 }, async () => {
   assert.ok(existsSync(SCHEMATHESIS), `${SCHEMATHESIS} is missing: run npm run setup:python (npm test does)`);
   const server = spawn(process.execPath, [join(repoRoot, 'dist/src/cli/serve.js'), '--port', '0'], {
-    env: { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info', INTRA_OP_THREADS: '1', VISION_INTRA_OP_THREADS: '1', API_KEYS: '' },
+    env: { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info', INTRA_OP_THREADS: '1', VISION_INTRA_OP_THREADS: '1', API_KEYS: '', SHUTDOWN_DELAY: '0' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const logs: Record<string, any>[] = [];
@@ -84,10 +84,10 @@ test('schemathesis finds no 5xx and no response outside openapi.yaml', { timeout
     });
     assert.equal(ok.status, 200);
     const metrics = await (await fetch(`${url}/metrics`)).text();
-    assert.doesNotMatch(metrics, /^tinyllava_request_errors_total\{type="server_error"/m, 'no 5xx was counted');
+    assert.doesNotMatch(metrics, /^tinyllava_request_errors_total\{model_name="[^"]*",type="server_error"/m, 'no 5xx was counted');
     // the fuzzer reached the image decoder and the vision encoder, not only empty forms
-    assert.match(metrics, /^tinyllava_request_errors_total\{type="invalid_request_error",code="invalid_image"\} [1-9]/m);
-    assert.match(metrics, /^tinyllava_images_processed_total [1-9]/m);
+    assert.match(metrics, /^tinyllava_request_errors_total\{model_name="tiny-random-qwen2-siglip",type="invalid_request_error",code="invalid_image"\} [1-9]/m);
+    assert.match(metrics, /^tinyllava_images_processed_total\{model_name="tiny-random-qwen2-siglip"\} [1-9]/m);
     assert.deepEqual(logs.filter((l) => l.level >= 50), [], 'nothing was logged as an error');
   } finally {
     server.kill('SIGTERM');

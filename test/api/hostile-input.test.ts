@@ -132,7 +132,7 @@ describe('hostile input', () => {
       assert.equal(res.headers.connection, 'close', name);
     }
     const metrics = (await t.app.inject('/metrics')).body;
-    assert.ok(metric(metrics, 'tinyllava_request_errors_total{type="invalid_request_error",code="invalid_http_request"}') >= 3, metrics);
+    assert.ok(metric(metrics, 'tinyllava_request_errors_total{model_name="fake-vlm",type="invalid_request_error",code="invalid_http_request"}') >= 3, metrics);
     await good();
   });
 
@@ -166,8 +166,8 @@ describe('hostile input', () => {
       }
       await sleep(100);
       const metrics = (await v.app.inject('/metrics')).body;
-      assert.equal(metric(metrics, 'tinyllava_request_errors_total{type="server_error",code="internal_error"}'), 0, metrics);
-      assert.equal(metric(metrics, 'tinyllava_requests_cancelled_total'), 5, metrics);
+      assert.equal(metric(metrics, 'tinyllava_request_errors_total{model_name="fake-vlm",type="server_error",code="internal_error"}'), 0, metrics);
+      assert.equal(metric(metrics, 'tinyllava_requests_cancelled_total{model_name="fake-vlm"}'), 5, metrics);
       assert.deepEqual(sink.lines.filter((l) => l.level >= 50), [], 'nothing logged as an error');
       assert.ok(!sink.lines.some((l) => (l.res as Json | undefined)?.statusCode === 500), 'no 500 logged');
       assert.equal(victim.running, 0, 'every generation ended');
@@ -189,9 +189,9 @@ describe('hostile input', () => {
     await raw(t.url, 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{"messages": [', 200);
     await sleep(100);
     const after = (await t.app.inject('/metrics')).body;
-    const errors = (text: string) => metric(text, 'tinyllava_request_errors_total{type="invalid_request_error",code="invalid_request"}');
+    const errors = (text: string) => metric(text, 'tinyllava_request_errors_total{model_name="fake-vlm",type="invalid_request_error",code="invalid_request"}');
     assert.equal(errors(after), errors(before), 'no client error counted');
-    assert.equal(metric(after, 'tinyllava_requests_cancelled_total') - metric(before, 'tinyllava_requests_cancelled_total'), 2);
+    assert.equal(metric(after, 'tinyllava_requests_cancelled_total{model_name="fake-vlm"}') - metric(before, 'tinyllava_requests_cancelled_total{model_name="fake-vlm"}'), 2);
     await good();
   });
 

@@ -87,7 +87,7 @@ const PARAM = 'messages[0].content[0].image_url.url';
 
 function fetches(metrics: string): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const m of metrics.matchAll(/^tinyllava_image_fetches_total\{result="(\w+)"\} (\d+)$/gm)) out[m[1]] = Number(m[2]);
+  for (const m of metrics.matchAll(/^tinyllava_image_fetches_total\{model_name="[^"]*",result="(\w+)"\} (\d+)$/gm)) out[m[1]] = Number(m[2]);
   return out;
 }
 
