@@ -131,5 +131,7 @@ describe('the container image (podman, a locally made Node 20 base)', { skip: mi
     const msgs = logs.map((l) => l.msg);
     assert.ok(msgs.includes('shutting down: /ready is 503') && msgs.includes('draining'), msgs.slice(-5).join(' | '));
     assert.equal(msgs.at(-1), 'stopped');
+    // The Rust addon, built in the image by Debian's cargo, is what ran the model.
+    assert.ok(msgs.includes('runtime native'), msgs.slice(0, 8).join(' | '));
   });
 });
