@@ -106,12 +106,12 @@ def test_pad_to_square_centres_on_mean_colour(image_dir):
 def test_image_preprocessing_fields():
     assert I.image_preprocessing_fields("siglip") == {
         "pad_to_square": False, "pad_color": None, "resize_mode": "squash",
-        "size": {"height": 384, "width": 384}, "shortest_edge": None, "resample": "bicubic",
+        "size": {"height": 384, "width": 384}, "shortest_edge": None, "resize_size": None, "resample": "bicubic",
         "rescale_factor": 0.00392156862745098, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
     }
     assert I.image_preprocessing_fields("clip") == {
         "pad_to_square": False, "pad_color": None, "resize_mode": "shortest_edge_center_crop",
-        "size": {"height": 336, "width": 336}, "shortest_edge": 336, "resample": "bicubic",
+        "size": {"height": 336, "width": 336}, "shortest_edge": 336, "resize_size": None, "resample": "bicubic",
         "rescale_factor": 0.00392156862745098,
         "image_mean": [0.48145466, 0.4578275, 0.40821073],
         "image_std": [0.26862954, 0.26130258, 0.27577711],
@@ -132,3 +132,52 @@ def test_write_golden_pixels(image_dir, tmp_path):
     with Image.open(png) as im:
         assert im.mode == "RGB" and im.size == (336, 336)
         assert np.array_equal(np.array(im), I.reference_pixels(image_dir / "photo-640x480.jpg", "clip").pixels)
+
+
+# Processor settings a checkpoint's tower may carry: each must be expressed by the manifest so
+# that its meaning (manifest_pixels, the server's algorithm) gives HF's pixels bit for bit.
+SETTINGS = [
+    ("siglip", dict(size={"height": 224, "width": 224}, resample=2, image_mean=[0.4, 0.45, 0.5], image_std=[0.25, 0.3, 0.35])),
+    ("siglip", dict(size={"height": 160, "width": 96}, resample=0)),  # nearest, non-square
+    ("siglip", dict(size={"height": 64, "width": 64}, resample=4, do_normalize=False)),  # box
+    ("siglip", dict(size={"height": 64, "width": 80}, resample=5, do_rescale=False)),  # hamming
+    ("clip", dict(size={"shortest_edge": 200}, crop_size={"height": 180, "width": 190}, resample=1)),  # lanczos
+    ("clip", dict(size={"height": 240, "width": 260}, crop_size={"height": 196, "width": 196}, resample=3)),
+    ("clip", dict(size={"shortest_edge": 90}, crop_size={"height": 128, "width": 128}, resample=2)),  # crop > image
+    ("clip", dict(size={"height": 50, "width": 300}, do_center_crop=False, resample=3)),  # no crop: a squash
+]
+
+
+@pytest.mark.parametrize("tower,kw", SETTINGS)
+@pytest.mark.parametrize("pad", [False, True])
+def test_manifest_fields_reproduce_the_processor_bit_for_bit(tower, kw, pad):
+    from transformers import CLIPImageProcessor, SiglipImageProcessor
+    proc = {"siglip": SiglipImageProcessor, "clip": CLIPImageProcessor}[tower](**kw)
+    fields = P.manifest_fields(proc, pad)
+    P.check_manifest_pixels(proc, fields, pad)  # raises on any differing pixel
+    from tinyllava_export import manifest as M
+    assert fields["resample"] in ("bicubic", "bilinear", "nearest", "box", "hamming", "lanczos")
+    full = __import__("json").loads(M.SCHEMA_PATH.read_text())
+    import jsonschema
+    jsonschema.validate(fields, {**full["properties"]["image_preprocessing"], "$defs": full["$defs"]})
+
+
+@pytest.mark.parametrize("tower,kw,message", [
+    ("siglip", dict(do_resize=False), "do_resize=False"),
+    ("clip", dict(size={"shortest_edge": 224}, do_center_crop=False), "without do_center_crop"),
+    ("clip", dict(size={"longest_edge": 224}), "size {'longest_edge': 224}"),
+    ("siglip", dict(image_mean=[0.5, 0.5]), "image_mean"),
+])
+def test_settings_the_server_cannot_reproduce_are_refused_by_name(tower, kw, message):
+    from transformers import CLIPImageProcessor, SiglipImageProcessor
+    proc = {"siglip": SiglipImageProcessor, "clip": CLIPImageProcessor}[tower](**kw)
+    with pytest.raises(P.UnsupportedPreprocessing, match=message.replace("{", r"\{").replace("}", r"\}")):
+        P.manifest_fields(proc, False)
+
+
+def test_a_processor_that_differs_from_its_description_fails_the_check():
+    from transformers import SiglipImageProcessor
+    proc = SiglipImageProcessor(size={"height": 64, "width": 64})
+    fields = P.manifest_fields(proc, False)
+    with pytest.raises(P.UnsupportedPreprocessing, match="cannot reproduce"):
+        P.check_manifest_pixels(proc, {**fields, "resample": "bilinear"}, False)

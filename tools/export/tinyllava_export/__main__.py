@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import templates as T
 from .presets import PRESETS
 
 
@@ -15,7 +16,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     "model package, checked against PyTorch before it is written.")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, metavar="DIR",
-                     help="a local TinyLLaVA_Factory (model_type tinyllava) or transformers Llava checkpoint directory")
+                     help="a local checkpoint directory: TinyLLaVA_Factory (model_type tinyllava), TinyLLaVABench "
+                          "(the paper's releases: tiny_llava_phi, tiny_llava_stablelm, tiny_llava) or transformers "
+                          "Llava (llava)")
     src.add_argument("--random-init", metavar="PRESET", choices=sorted(PRESETS),
                      help="a random-init model of a named shape: " + ", ".join(PRESETS))
     src.add_argument("--make-fixtures", action="store_true",
@@ -27,6 +30,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--block-size", type=int, choices=[16, 32, 64, 128, 256], default=32,
                     help="int4: weights per quantisation block (default 32, as llama.cpp's Q4_0; "
                          "128 runs faster on CPUs, with a coarser scale per block)")
+    ap.add_argument("--vision-tower", type=Path, metavar="DIR",
+                    help="the local directory of the vision tower the checkpoint names (its hub id in "
+                         "vision_model_name_or_path / mm_vision_tower): its preprocessor_config.json, and for "
+                         "TinyLLaVABench checkpoints its weights and config, as the original loader reads them")
+    ap.add_argument("--template", choices=T.TEMPLATE_NAMES,
+                    help="the prompt template, when it is not the one the LLM family implies "
+                         "(e.g. qwen2_instruct for a model trained on an instruct Qwen2)")
     ap.add_argument("--seed", type=int, default=0, help="random-init seed (default 0)")
     ap.add_argument("--name", help="the package's model name (default: from the source)")
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -36,6 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         ap.error("--out DIR is required")
     if args.block_size != 32 and not args.quantize:
         ap.error("--block-size applies to --quantize int4")
+    if args.vision_tower and not args.checkpoint:
+        ap.error("--vision-tower applies to --checkpoint")
     return args
 
 
@@ -67,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         from .export import run_export
         result = run_export(args.out, preset=args.random_init, checkpoint=args.checkpoint, seed=args.seed,
                             dtype=args.dtype, quantize=args.quantize, block_size=args.block_size, force=args.force, quiet=args.quiet,
-                            name=args.name, keep_parts=False)
+                            name=args.name, keep_parts=False, vision_tower=args.vision_tower,
+                            template=args.template)
     except ExportError as e:
         print(f"export failed: {e}", file=sys.stderr)
         return 1

@@ -8,40 +8,25 @@ from __future__ import annotations
 import gc
 import json
 import shutil
-import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
 import torch
 import transformers
-from transformers import AutoTokenizer
 
 from . import __version__, manifest as M, onnx_export as X, preprocessing as P, templates as T
-from .model_parts import ExportError, ModelParts, from_checkpoint, from_preset
+from . import tokenizer_settings as S
+from .checkpoints import from_checkpoint
+from .model_parts import ExportError, ModelParts, from_preset
 from .parity import ParityReport, check_parity, compute_reference
 from .presets import get_preset
+from .progress import Progress
+from .tokenizer_check import template_prompts
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_CHECK = "tokenizer_check.json"
 PARITY_QUESTION = "What is in this image?"
-
-
-class Progress:
-    """Numbered steps with elapsed time on stderr: long exports show where they are."""
-
-    def __init__(self, total: int, quiet: bool = False):
-        self.total, self.n, self.quiet, self.t0 = total, 0, quiet, time.time()
-
-    def step(self, what: str) -> None:
-        self.n += 1
-        if not self.quiet:
-            print(f"[{self.n}/{self.total}] {what} (t+{time.time() - self.t0:.1f}s)", file=sys.stderr, flush=True)
-
-    def note(self, what: str) -> None:
-        if not self.quiet:
-            print(f"      {what}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -50,7 +35,8 @@ class ExportResult:
     manifest: dict
     parity: ParityReport
     parts: ModelParts  # the PyTorch model that was exported (the reference for golden files)
-    tokenizer: object  # its transformers fast tokenizer
+    tokenizer: object  # its transformers fast tokenizer (tokenizer.json)
+    reference_tokenizer: object = None  # the tokenizer the original code runs (slow, usually)
 
 
 def _stop_ids(tokenizer, eos_text: str) -> list[int]:
@@ -67,6 +53,8 @@ def _stop_ids(tokenizer, eos_text: str) -> list[int]:
 
 def _prompt_fields(parts: ModelParts, tokenizer) -> dict:
     fields = T.template_fields(parts.template)
+    if parts.template == "llava_hf" and tokenizer.eos_token:
+        fields["eos_text"] = tokenizer.eos_token  # Llava's text is the LLM's own: its EOS
     fields["stop_token_ids"] = _stop_ids(tokenizer, fields["eos_text"])
     fields["image_token_mode"] = parts.image_token_mode
     fields["image_token_id"] = parts.image_token_id
@@ -80,22 +68,22 @@ def parity_prompt_ids(fields: dict, tokenizer) -> list[int]:
                              fields.get("image_token_id"))
 
 
-def check_tokenizer(tokenizer_dir: Path, fields: dict):
-    """Factory checkpoints are trained with the slow tokenizer; the package ships the fast one.
-    Refuse when they tokenize the template's prompts differently."""
-    from .tokenizer_check import check_slow_fast, template_prompts
-    result = check_slow_fast(tokenizer_dir, template_prompts(fields), fields["image_placeholder"],
-                             fields["image_token_mode"], fields.get("image_token_id"))
+def check_tokenizer(toks: S.Tokenizers, server: S.ServerTokenizer, fields: dict):
+    """The reference tokenizes prompts chunk-wise with its own (usually slow) tokenizer; the server
+    runs tokenizer.json. Refuse when they tokenize the template's prompts differently."""
+    from .tokenizer_check import compare_tokenizers, template_prompts
+    result = compare_tokenizers(toks.reference, server, template_prompts(fields), fields["image_placeholder"],
+                                fields["image_token_mode"], fields.get("image_token_id"))
     if not result.agree:
         first = result.mismatches[0]
-        raise ExportError(f"the fast tokenizer disagrees with the slow one ({result.slow_class}) on "
+        raise ExportError(f"the package's tokenizer disagrees with the reference ({result.slow_class}) on "
                           f"{len(result.mismatches)} of {result.checked} template prompts; first: {first.prompt!r} "
-                          f"slow {first.slow_ids} vs fast {first.fast_ids} (from index {first.first_difference})")
+                          f"reference {first.slow_ids} vs server {first.fast_ids} (from index {first.first_difference})")
     return result
 
 
-def build_manifest(parts: ModelParts, name: str, tokenizer, fields: dict, proc, dtype: str,
-                   quantize: str | None, files: dict, block_size: int = 32) -> dict:
+def build_manifest(parts: ModelParts, name: str, tokenizer, fields: dict, preprocessing: dict, tokenization: dict,
+                   dtype: str, quantize: str | None, files: dict, block_size: int = 32) -> dict:
     cfg, vcfg = parts.llm.config, parts.vision.config
     spec = X.build_export_decoder(parts.family, parts.llm).spec
     bos = tokenizer.bos_token_id if getattr(tokenizer, "add_bos_token", False) or _adds_bos(tokenizer) else None
@@ -124,8 +112,9 @@ def build_manifest(parts: ModelParts, name: str, tokenizer, fields: dict, proc, 
             "feature_select": parts.feature_select, "num_image_tokens": parts.num_image_tokens,
         },
         "connector": {"type": parts.connector_type, "input_size": vcfg.hidden_size, "output_size": cfg.hidden_size},
-        "image_preprocessing": P.manifest_fields(proc, parts.pad_to_square),
+        "image_preprocessing": preprocessing,
         "prompt": fields,
+        "tokenizer": tokenization,
     }
 
 
@@ -137,17 +126,19 @@ def _adds_bos(tokenizer) -> bool:
 def _write_graphs(parts: ModelParts, stage: Path, files: dict, progress: Progress) -> None:
     """The four graphs in fp32 (precision is converted afterwards, from these files)."""
     progress.step("exporting the vision encoder")
-    X.export_vision(parts, stage / files["vision_encoder"])
+    with progress.layers(parts.vision.vision_model.encoder.layers, "tracing the vision encoder"):
+        X.export_vision(parts, stage / files["vision_encoder"])
     progress.step("exporting the connector and token embedding")
     X.export_connector(parts, stage / files["connector"])
     X.export_embed_tokens(parts, stage / files["embed_tokens"])
     progress.step("exporting the decoder with KV cache")
-    X.export_decoder(parts, stage / files["decoder"])
+    X.export_decoder(parts, stage / files["decoder"], progress)
 
 
-def _convert_precision(stage: Path, files: dict, quantize: str | None, block_size: int) -> None:
+def _convert_precision(stage: Path, files: dict, quantize: str | None, block_size: int, progress: Progress) -> None:
     for key in ("vision_encoder", "connector", "embed_tokens", "decoder"):
         path = stage / files[key]
+        progress.sub(f"{'quantising' if quantize else 'converting'} {files[key]}", force=True)
         if quantize == "int4":
             if key in ("decoder", "vision_encoder"):  # the MatMul-heavy graphs
                 X.quantize_int4(path, block_size)
@@ -157,15 +148,18 @@ def _convert_precision(stage: Path, files: dict, quantize: str | None, block_siz
 
 def run_export(out: Path, *, preset: str | None = None, checkpoint: Path | None = None, seed: int = 0,
                dtype: str = "fp32", quantize: str | None = None, block_size: int = 32, force: bool = False,
-               quiet: bool = False, name: str | None = None, keep_parts: bool = True) -> ExportResult:
+               quiet: bool = False, name: str | None = None, keep_parts: bool = True,
+               vision_tower: Path | None = None, template: str | None = None) -> ExportResult:
     """Exports a preset or checkpoint to `out`. keep_parts=False frees the PyTorch model before
     the parity check (the command line does, so real-size models fit in memory); the result's
-    `parts` is then None."""
+    `parts` is then None. `vision_tower` and `template`: see checkpoints.from_checkpoint."""
     out = out.resolve()
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; pass --force to replace it")
     if quantize and dtype != "fp32":
         raise ExportError("--quantize int4 keeps fp32 activations; use it with --dtype fp32")
+    if template is not None and template not in T.TEMPLATE_NAMES:
+        raise ExportError(f"unknown template {template!r}; known: {', '.join(T.TEMPLATE_NAMES)}")
     progress = Progress(9 if (dtype == "fp16" or quantize) else 8, quiet)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -175,29 +169,48 @@ def run_export(out: Path, *, preset: str | None = None, checkpoint: Path | None 
         if preset:
             p = get_preset(preset)
             from .fixtures.tokenizers import train_tokenizer
-            tokenizer = train_tokenizer(p.tokenizer_style, tok_dir)
-            parts = from_preset(p, len(tokenizer), seed)
+            from .tokenizer_check import load_slow
+            fast = train_tokenizer(p.tokenizer_style, tok_dir)
+            slow, why = load_slow(tok_dir)
+            toks = S.Tokenizers(fast, slow or fast, "slow" if slow is not None else "fast", why)
+            parts = from_preset(p, len(fast), seed)
+            if template is not None:
+                parts.template = template
             precision = "int4" if quantize == "int4" else dtype
             name = name or f"random-{preset}" + ("" if precision == "fp32" else f"-{precision}")
         else:
-            parts = from_checkpoint(checkpoint)
-            tokenizer = _checkpoint_tokenizer(checkpoint, tok_dir)
-            name = name or checkpoint.name
+            parts = from_checkpoint(checkpoint, vision_tower, template)
+            toks = S.load_tokenizers(parts.tokenizer_dir, tok_dir, parts.added_tokens, parts.reference_tokenizer_fast)
+            name = name or Path(checkpoint).name
+        for line in parts.notes + ([f"tokenizer: {toks.note}"] if toks.note else []):
+            progress.note(line)
+        tokenizer = toks.fast
         fields = _prompt_fields(parts, tokenizer)
-        progress.step("checking the fast tokenizer against the slow one")
-        check_tokenizer(tok_dir, fields)
-        files = M.file_names(dtype, quantize)
-        proc = P.image_processor(parts)
+        progress.step(f"checking the server's tokenization against the reference ({type(toks.reference).__name__})")
+        tokenization = S.decode_settings(toks, parts.strip_answer)
+        server = S.ServerTokenizer(tok_dir / "tokenizer.json", tokenization["prefix_space"], tokenizer.bos_token_id)
+        check_tokenizer(toks, server, fields)
+        files = {**M.file_names(dtype, quantize), "tokenizer_check": TOKENIZER_CHECK}
+        proc = parts.processor if parts.processor is not None else P.standard_processor(
+            parts.vision_family, parts.vision.config.image_size)
+        try:
+            preprocessing = P.manifest_fields(proc, parts.pad_to_square)
+            P.check_manifest_pixels(proc, preprocessing, parts.pad_to_square)
+        except P.UnsupportedPreprocessing as e:
+            raise ExportError(f"image preprocessing: {e}") from e
         pixels = P.pixel_values(proc, P.parity_image(), parts.pad_to_square)
         prompt_ids = parity_prompt_ids(fields, tokenizer)
         progress.step("computing the PyTorch reference (32 greedy steps)")
-        ref = compute_reference(parts, pixels, prompt_ids)
+        ref = compute_reference(parts, pixels, prompt_ids, progress=progress)
         _write_graphs(parts, stage, files, progress)
         progress.step("writing tokenizer and manifest")
         for f in TOKENIZER_FILES:
             if (tok_dir / f).exists():
                 shutil.copy(tok_dir / f, stage / f)
-        manifest = build_manifest(parts, name, tokenizer, fields, proc, dtype, quantize, files, block_size)
+        check = S.tokenizer_check(toks, tokenization, template_prompts(fields), fields["image_placeholder"])
+        (stage / TOKENIZER_CHECK).write_text(json.dumps(check, indent=1, ensure_ascii=False) + "\n")
+        manifest = build_manifest(parts, name, tokenizer, fields, preprocessing, tokenization, dtype, quantize,
+                                  files, block_size)
         try:
             M.validate(manifest)
         except ValueError as e:  # a bug of ours or an unusual checkpoint: say which field
@@ -209,10 +222,13 @@ def run_export(out: Path, *, preset: str | None = None, checkpoint: Path | None 
             gc.collect()
         if dtype == "fp16" or quantize:
             progress.step(f"converting precision ({'int4 weights' if quantize else 'fp16'})")
-            _convert_precision(stage, files, quantize, block_size)
+            _convert_precision(stage, files, quantize, block_size, progress)
         progress.step("parity check: onnxruntime against the PyTorch reference")
-        report = check_parity(ref, stage, files, num_layers, pixels.numpy(), prompt_ids,
-                              "int4" if quantize == "int4" else dtype)
+        # The ONNX side gets the pixels the manifest's settings make (what the server computes);
+        # check_manifest_pixels has proved them equal to the reference processor's.
+        onnx_pixels = P.manifest_pixels(preprocessing, P.parity_image())
+        report = check_parity(ref, stage, files, num_layers, onnx_pixels, prompt_ids,
+                              "int4" if quantize == "int4" else dtype, progress=progress)
         (stage / "parity.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
         if not report.passed:
             raise ExportError(f"parity check {report.verdict}; nothing was written to {out}")
@@ -223,22 +239,8 @@ def run_export(out: Path, *, preset: str | None = None, checkpoint: Path | None 
         if out.exists():
             shutil.rmtree(out)
         stage.rename(out)
-        return ExportResult(out, manifest, report, parts, tokenizer)
+        return ExportResult(out, manifest, report, parts, tokenizer, toks.reference)
     finally:
+        progress.close()
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
-
-
-def _checkpoint_tokenizer(ckpt: Path, tok_dir: Path):
-    """The checkpoint's tokenizer as a fast tokenizer (converted from the slow files when the
-    checkpoint has no tokenizer.json), saved with its slow files for the agreement check."""
-    try:
-        fast = AutoTokenizer.from_pretrained(str(ckpt), use_fast=True)
-    except Exception as e:
-        raise ExportError(f"{ckpt}: cannot load the tokenizer ({type(e).__name__}: {e}); "
-                          "the checkpoint must contain its tokenizer files") from e
-    fast.save_pretrained(str(tok_dir))
-    for f in ("tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json"):
-        if (ckpt / f).exists() and not (tok_dir / f).exists():
-            shutil.copy(ckpt / f, tok_dir / f)
-    return fast

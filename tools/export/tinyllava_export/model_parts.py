@@ -1,16 +1,16 @@
 """The PyTorch model to export, as transformers' own classes plus the TinyLLaVA glue's facts.
 
-Three sources: a random-init preset, a TinyLLaVA_Factory checkpoint directory (`model_type:
-tinyllava`, built from its stored text/vision configs and state dict, no remote code), and a
-transformers Llava checkpoint (bczhou/tiny-llava-v1-hf layout). Everything serving needs later
-(template, preprocessing, image token count) is decided here, from local files only.
+Sources: a random-init preset (here) or a checkpoint directory in one of the layouts of
+checkpoints.py. Everything serving needs later (template, preprocessing, image token count,
+which tokenizer is the reference) is decided when the parts are built, from local files only.
 """
 from __future__ import annotations
 
-import json
-import os
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,7 +59,18 @@ class ModelParts:
     image_token_mode: str = "splice"
     image_token_id: int | None = None
     source: dict = field(default_factory=dict)
-    preprocessor_config: dict | None = None  # a checkpoint's own preprocessor_config.json
+    # The reference's own image processor (an HF slow, PIL-based processor instance): what the
+    # original loader builds for this vision tower. None: the tower family's standard one.
+    processor: Any = None
+    # Where the reference loads its tokenizer from (None: a preset's trained tokenizer), the
+    # tokens its loader adds to it, and whether the reference runs the fast tokenizer.
+    tokenizer_dir: Path | None = None
+    added_tokens: list[str] = field(default_factory=list)
+    reference_tokenizer_fast: bool = False
+    # The reference strips the decoded answer (TinyLLaVA_Factory and TinyLLaVABench do:
+    # `batch_decode(...)[0].strip()`; transformers' Llava processor does not).
+    strip_answer: bool = True
+    notes: list[str] = field(default_factory=list)  # what the exporter should tell the user
 
     @property
     def num_image_tokens(self) -> int:
@@ -73,26 +84,78 @@ class ModelParts:
         return self
 
 
+CONNECTOR_TYPES = "mlpNx_gelu (any N >= 1, e.g. mlp2x_gelu), linear, identity"
+_MLP_GELU = re.compile(r"^mlp([1-9][0-9]*)x_gelu$")
+
+
 def build_connector(kind: str, vision_hidden: int, hidden: int) -> nn.Module:
-    """TinyLLaVA_Factory connectors: mlpNx_gelu (Linear, then N-1 x [exact GELU, Linear]), linear, identity."""
+    """TinyLLaVA_Factory's weight-only connectors, as its own module trees (so that its state
+    dict names load unchanged under `connector._connector.`):
+    mlpNx_gelu: Sequential(Linear, N-1 x [exact GELU, Linear]) -> keys 0.*, 2.*, ...;
+    linear: a bare Linear -> keys weight, bias; identity: no weights."""
     if kind == "identity":
         if vision_hidden != hidden:
             raise ExportError(f"connector 'identity' needs equal sizes, got vision {vision_hidden} and LLM {hidden}")
         return nn.Identity()
     if kind == "linear":
-        return nn.Sequential(nn.Linear(vision_hidden, hidden))
-    if kind.startswith("mlp") and kind.endswith("x_gelu"):
-        try:
-            depth = int(kind[3:-6])
-        except ValueError:
-            depth = 0
-        if depth >= 1:
-            layers: list[nn.Module] = [nn.Linear(vision_hidden, hidden)]
-            for _ in range(depth - 1):
-                layers += [nn.GELU(), nn.Linear(hidden, hidden)]
-            return nn.Sequential(*layers)
-    raise ExportError(f"unsupported connector {kind!r}: supported are mlpNx_gelu (e.g. mlp2x_gelu), linear, identity "
-                      "(resampler and qformer connectors are not supported)")
+        return nn.Linear(vision_hidden, hidden)
+    m = _MLP_GELU.match(kind)
+    if m:
+        layers: list[nn.Module] = [nn.Linear(vision_hidden, hidden)]
+        for _ in range(int(m.group(1)) - 1):
+            layers += [nn.GELU(), nn.Linear(hidden, hidden)]
+        return nn.Sequential(*layers)
+    raise ExportError(f"unsupported connector {kind!r}: supported are {CONNECTOR_TYPES} "
+                      "(resampler, qformer and mof_mlp connectors are not supported)")
+
+
+# Keys a stored config dict carries about itself, not about the model's shape.
+_CONFIG_META_KEYS = ("model_type", "architectures", "_name_or_path", "transformers_version", "auto_map", "torch_dtype")
+
+
+def _config_kwargs(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in _CONFIG_META_KEYS}
+
+
+@contextmanager
+def uninitialised_weights():
+    """Build modules without initialising their weights (a checkpoint overwrites them anyway):
+    a real-size model's random init costs more than loading it. Every parameter must then be
+    loaded or set explicitly (checkpoint_files.load_into does)."""
+    from transformers.modeling_utils import no_init_weights
+    classes = (nn.Linear, nn.Embedding, nn.LayerNorm, nn.Conv2d)
+    saved = [c.reset_parameters for c in classes]
+    for c in classes:
+        c.reset_parameters = lambda self: None
+    try:
+        with no_init_weights():
+            yield
+    finally:
+        for c, f in zip(classes, saved):
+            c.reset_parameters = f
+
+
+def build_llm(family: str, text_cfg: dict, empty: bool = False):
+    """A transformers *ForCausalLM (eager attention) from config values: preset or checkpoint.
+    The config class supplies every value the dict leaves out, as transformers' from_dict does."""
+    cfg_name, cls_name = LLM_CLASSES[family]
+    cfg = getattr(transformers, cfg_name)(**_config_kwargs(text_cfg))
+    cfg._attn_implementation = "eager"
+    if not empty:
+        return getattr(transformers, cls_name)(cfg)
+    with uninitialised_weights():
+        return getattr(transformers, cls_name)(cfg)
+
+
+def build_vision(family: str, vision_cfg: dict, empty: bool = False):
+    """A transformers SigLIP/CLIP vision model (eager attention) from config values."""
+    cfg_cls, model_cls = VISION_CLASSES[family]
+    cfg = cfg_cls(**_config_kwargs(vision_cfg))
+    cfg._attn_implementation = "eager"
+    if not empty:
+        return model_cls(cfg)
+    with uninitialised_weights():
+        return model_cls(cfg)
 
 
 def _init_(module: nn.Module, std: float, gen: torch.Generator) -> None:
@@ -122,8 +185,8 @@ def from_preset(preset: Preset, tokenizer_size: int, seed: int) -> ModelParts:
         raise ExportError(f"preset {preset.name}: vocab_size {text['vocab_size']} < tokenizer size {tokenizer_size}")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    llm = _build_llm(preset.family, text)
-    vision = _build_vision(preset.vision, preset.vision_cfg)
+    llm = build_llm(preset.family, text)
+    vision = build_vision(preset.vision, preset.vision_cfg)
     connector = build_connector(preset.connector, vision.config.hidden_size, text["hidden_size"])
     if preset.tiny:
         for m in (vision, connector, llm):
@@ -142,190 +205,3 @@ def from_preset(preset: Preset, tokenizer_size: int, seed: int) -> ModelParts:
         source={"kind": "random-init", "checkpoint": preset.source_checkpoint,
                 "preset": preset.name, "seed": seed},
     ).eval()
-
-
-# ----------------------------------------------------------------------------------------------
-# Checkpoints
-
-def _load_state_dict(ckpt: Path) -> dict:
-    """All tensors of a checkpoint: safetensors or .bin, single file or sharded with an index."""
-    for index_name, loader in (("model.safetensors.index.json", "st"), ("pytorch_model.bin.index.json", "pt")):
-        index = ckpt / index_name
-        if index.exists():
-            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            break
-    else:
-        if (ckpt / "model.safetensors").exists():
-            files, loader = ["model.safetensors"], "st"
-        elif (ckpt / "pytorch_model.bin").exists():
-            files, loader = ["pytorch_model.bin"], "pt"
-        else:
-            raise ExportError(f"{ckpt}: no weights found (expected model.safetensors, pytorch_model.bin or a sharded index)")
-    sd = {}
-    for name in files:
-        path = ckpt / name
-        if not path.exists():
-            raise ExportError(f"{path}: listed in the checkpoint index but missing")
-        try:
-            if loader == "st":
-                from safetensors.torch import load_file
-                sd.update(load_file(str(path)))
-            else:
-                sd.update(torch.load(str(path), map_location="cpu"))
-        except Exception as e:  # a truncated or corrupt file
-            raise ExportError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from e
-    return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
-
-
-def _load_into(module: nn.Module, sd: dict, what: str) -> None:
-    missing, unexpected = module.load_state_dict(sd, strict=False)
-    missing = [m for m in missing if not m.endswith(("position_ids", "rotary_emb.inv_freq"))]
-    if missing or unexpected:
-        raise ExportError(f"{what}: checkpoint weights do not match its config: "
-                          f"missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
-                          f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
-
-
-def _sub(sd: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-
-
-def _text_family(text_cfg: dict, where: str) -> str:
-    mt = text_cfg.get("model_type")
-    if mt == "openelm" or "OpenELM" in str(text_cfg.get("architectures", "")):
-        raise ExportError(f"{where}: the OpenELM LLM is not supported (supported: llama, phi, stablelm, qwen2, gemma)")
-    if mt not in MODEL_TYPE_TO_FAMILY:
-        raise ExportError(f"{where}: unsupported LLM model_type {mt!r} (supported: llama, phi, stablelm, qwen2, gemma)")
-    return MODEL_TYPE_TO_FAMILY[mt]
-
-
-def _vision_family(vision_cfg: dict, where: str) -> str:
-    mt = vision_cfg.get("model_type")
-    if mt not in VISION_MODEL_TYPES:
-        raise ExportError(f"{where}: unsupported vision tower model_type {mt!r} (supported: siglip, clip)")
-    return VISION_MODEL_TYPES[mt]
-
-
-# Keys a stored config dict carries about itself, not about the model's shape.
-_CONFIG_META_KEYS = ("model_type", "architectures", "_name_or_path", "transformers_version", "auto_map", "torch_dtype")
-
-
-def _config_kwargs(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in _CONFIG_META_KEYS}
-
-
-def _build_llm(family: str, text_cfg: dict):
-    """A transformers *ForCausalLM (eager attention) from config values: preset or checkpoint."""
-    cfg_name, cls_name = LLM_CLASSES[family]
-    cfg = getattr(transformers, cfg_name)(**_config_kwargs(text_cfg))
-    cfg._attn_implementation = "eager"
-    return getattr(transformers, cls_name)(cfg)
-
-
-def _build_vision(family: str, vision_cfg: dict):
-    """A transformers SigLIP/CLIP vision model (eager attention) from config values."""
-    cfg_cls, model_cls = VISION_CLASSES[family]
-    cfg = cfg_cls(**_config_kwargs(vision_cfg))
-    cfg._attn_implementation = "eager"
-    return model_cls(cfg)
-
-
-def read_config(ckpt: Path) -> dict:
-    path = ckpt / "config.json"
-    if not path.exists():
-        raise ExportError(f"{ckpt}: config.json is missing (is this a checkpoint directory?)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ExportError(f"{path}: not valid JSON ({e})") from e
-
-
-def from_checkpoint(ckpt: Path) -> ModelParts:
-    cfg = read_config(ckpt)
-    mt = cfg.get("model_type")
-    if mt == "tinyllava":
-        return _from_factory(ckpt, cfg)
-    if mt == "llava":
-        return _from_llava_hf(ckpt, cfg)
-    if mt in ("tiny_llava_phi", "tiny_llava_stablelm", "tiny_llava_llama") or "TinyLlava" in str(cfg.get("architectures")):
-        raise ExportError(
-            f"{ckpt}: this is a legacy TinyLLaVABench checkpoint (model_type {mt!r}), which is not supported. "
-            "Convert it with TinyLLaVA_Factory (load it there and save it in the Factory format, "
-            "model_type 'tinyllava'), or use the transformers Llava conversion of the same model "
-            "(e.g. bczhou/tiny-llava-v1-hf), then export that directory.")
-    raise ExportError(f"{ckpt}: unsupported model_type {mt!r} (supported: 'tinyllava' from TinyLLaVA_Factory, 'llava' from transformers)")
-
-
-def _from_factory(ckpt: Path, cfg: dict) -> ModelParts:
-    where = str(ckpt / "config.json")
-    for key in ("text_config", "vision_config"):
-        if not isinstance(cfg.get(key), dict):
-            raise ExportError(f"{where}: '{key}' is missing; it is needed to build the model without remote code")
-    family = _text_family(cfg["text_config"], where)
-    vfam = _vision_family(cfg["vision_config"], where)
-    connector_type = cfg.get("connector_type", "mlp2x_gelu")
-    strategy = cfg.get("vision_feature_select_strategy", "patch")
-    if strategy not in ("patch", "cls_patch"):
-        raise ExportError(f"{where}: vision_feature_select_strategy {strategy!r} is not supported (patch, cls_patch)")
-    aspect = cfg.get("image_aspect_ratio", "square")
-    if aspect not in ("square", "pad"):
-        raise ExportError(f"{where}: image_aspect_ratio {aspect!r} is not supported (square, pad)")
-    llm = _build_llm(family, cfg["text_config"])
-    vision = _build_vision(vfam, cfg["vision_config"])
-    connector = build_connector(connector_type, vision.config.hidden_size, llm.config.hidden_size)
-    sd = _load_state_dict(ckpt)
-    _load_into(llm, _sub(sd, "language_model."), "language_model")
-    _load_into(vision, _sub(sd, "vision_tower._vision_tower."), "vision_tower")
-    _load_into(connector, _sub(sd, "connector._connector."), "connector")
-    if llm.config.tie_word_embeddings:
-        llm.tie_weights()
-    return ModelParts(
-        family=family, vision_family=vfam, vision=vision, connector=connector, llm=llm,
-        connector_type=connector_type, feature_layer=int(cfg.get("vision_feature_layer", -2)),
-        feature_select=strategy, template=cfg.get("conv_version") or DEFAULT_TEMPLATE[family],
-        max_context=int(cfg.get("tokenizer_model_max_length") or llm.config.max_position_embeddings),
-        pad_to_square=aspect == "pad",
-        source={"kind": "tinyllava-factory", "checkpoint": cfg.get("_name_or_path") or ckpt.name},
-        preprocessor_config=_read_optional_json(ckpt / "preprocessor_config.json"),
-    ).eval()
-
-
-def _from_llava_hf(ckpt: Path, cfg: dict) -> ModelParts:
-    where = str(ckpt / "config.json")
-    text_cfg, vision_cfg = cfg.get("text_config") or {}, cfg.get("vision_config") or {}
-    text_cfg.setdefault("model_type", "llama")
-    vision_cfg.setdefault("model_type", "clip_vision_model")
-    family = _text_family(text_cfg, where)
-    vfam = _vision_family(vision_cfg, where)
-    if cfg.get("projector_hidden_act", "gelu") != "gelu":
-        raise ExportError(f"{where}: projector_hidden_act {cfg.get('projector_hidden_act')!r} is not supported (gelu)")
-    strategy = {"default": "patch", "full": "cls_patch"}.get(cfg.get("vision_feature_select_strategy", "default"))
-    if strategy is None:
-        raise ExportError(f"{where}: vision_feature_select_strategy {cfg.get('vision_feature_select_strategy')!r} is not supported")
-    layer = cfg.get("vision_feature_layer", -2)
-    if not isinstance(layer, int):
-        raise ExportError(f"{where}: vision_feature_layer must be one integer, got {layer!r}")
-    text_cfg.setdefault("vocab_size", cfg.get("vocab_size", 32000))
-    llm = _build_llm(family, text_cfg)
-    vision = _build_vision(vfam, vision_cfg)
-    connector = build_connector("mlp2x_gelu", vision.config.hidden_size, llm.config.hidden_size)
-    sd = _load_state_dict(ckpt)
-    _load_into(llm, _sub(sd, "language_model."), "language_model")
-    _load_into(vision, _sub(sd, "vision_tower."), "vision_tower")
-    proj = _sub(sd, "multi_modal_projector.")
-    _load_into(connector, {k.replace("linear_1", "0").replace("linear_2", "2"): v for k, v in proj.items()},
-               "multi_modal_projector")
-    if llm.config.tie_word_embeddings:
-        llm.tie_weights()
-    return ModelParts(
-        family=family, vision_family=vfam, vision=vision, connector=connector, llm=llm,
-        connector_type="mlp2x_gelu", feature_layer=layer, feature_select=strategy,
-        template="llava_hf", max_context=llm.config.max_position_embeddings,
-        image_token_mode="token", image_token_id=int(cfg.get("image_token_index", 32000)),
-        source={"kind": "llava-hf", "checkpoint": cfg.get("_name_or_path") or ckpt.name},
-        preprocessor_config=_read_optional_json(ckpt / "preprocessor_config.json"),
-    ).eval()
-
-
-def _read_optional_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None

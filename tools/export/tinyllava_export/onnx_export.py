@@ -155,7 +155,7 @@ def export_embed_tokens(parts: ModelParts, path: Path) -> None:
             {"input_ids": {0: "batch", 1: "sequence"}, "inputs_embeds": {0: "batch", 1: "sequence"}})
 
 
-def export_decoder(parts: ModelParts, path: Path) -> ExportDecoder:
+def export_decoder(parts: ModelParts, path: Path, progress=None) -> ExportDecoder:
     dec = build_export_decoder(parts.family, parts.llm)
     s = dec.spec
     b, t, p = 2, 3, 4  # traced with a past so every shape stays symbolic
@@ -171,7 +171,11 @@ def export_decoder(parts: ModelParts, path: Path) -> ExportDecoder:
         axes[name] = {0: "batch", 2: "past_sequence"}
     for name in outputs[1:]:
         axes[name] = {0: "batch", 2: "sequence"}
-    _export(dec, args, path, inputs, outputs, axes)
+    if progress is None:
+        _export(dec, args, path, inputs, outputs, axes)
+    else:
+        with progress.layers(dec.layers, "tracing the decoder"):
+            _export(dec, args, path, inputs, outputs, axes)
     return dec
 
 

@@ -7,6 +7,7 @@ the reference's token.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -97,23 +98,29 @@ class Reference:
 
 
 def compute_reference(parts: ModelParts, pixel_values: torch.Tensor, prompt_ids: list[int],
-                      steps: int = STEPS) -> Reference:
-    feats = R.image_features(parts, pixel_values)
+                      steps: int = STEPS, progress=None) -> Reference:
+    with (progress.layers(parts.vision.vision_model.encoder.layers, "vision tower") if progress else nullcontext()):
+        feats = R.image_features(parts, pixel_values)
     with torch.no_grad():
         embeds = parts.connector(feats)
     n_images = sum(1 for t in prompt_ids if t == R.IMAGE)
     ref_input = R.splice(parts, prompt_ids, [embeds] * n_images)
-    greedy = R.greedy(parts, ref_input, steps)
+    on_step = (lambda i: progress.sub(f"greedy step {i}/{steps}", force=i == steps)) if progress else None
+    greedy = R.greedy(parts, ref_input, steps, on_step=on_step)
     return Reference(features=feats.numpy(), embeds=embeds.numpy(), tokens=greedy.tokens,
                      logits=[l.numpy() for l in greedy.logits], input_length=int(ref_input.shape[1]))
 
 
 def check_parity(ref: Reference, package_dir: Path, files: dict, num_layers: int, pixel_values: np.ndarray,
-                 prompt_ids: list[int], dtype: str) -> ParityReport:
+                 prompt_ids: list[int], dtype: str, progress=None) -> ParityReport:
     """Runs the package's graphs teacher-forced with the reference tokens and compares."""
     steps = len(ref.tokens)
     n_images = sum(1 for t in prompt_ids if t == R.IMAGE)
+    if progress:
+        progress.sub("loading the graphs in onnxruntime", force=True)
     run = OnnxPackageRunner(package_dir, files, num_layers)
+    if progress:
+        progress.sub("running the vision encoder and the prompt", force=True)
     feats = run.image_features(pixel_values)
     embeds = run.image_embeds(feats)
     logits, cache = run.step(run.splice(prompt_ids, [embeds] * n_images), [])
@@ -124,6 +131,8 @@ def check_parity(ref: Reference, package_dir: Path, files: dict, num_layers: int
             agree += 1
         elif first_div is None:
             first_div = i
+        if progress:
+            progress.sub(f"decode step {i + 1}/{steps}", force=i + 1 == steps)
         if i + 1 < steps:
             tok_embed = run.embed.run(None, {"input_ids": np.array([[ref_tok]], dtype=np.int64)})[0]
             logits, cache = run.step(tok_embed, cache)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from .model_parts import ModelParts
 
@@ -58,17 +58,29 @@ class GreedyResult:
     logits: list[torch.Tensor]  # raw logits [V] of each step, the first is after the prompt
 
 
+class _StepCallback(StoppingCriteria):
+    """Never stops generation; reports each generated token (for progress lines)."""
+
+    def __init__(self, start: int, on_step):
+        self.start, self.on_step = start, on_step
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.on_step(input_ids.shape[1] - self.start)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+
 @torch.no_grad()
-def greedy(parts: ModelParts, inputs_embeds: torch.Tensor, steps: int) -> GreedyResult:
+def greedy(parts: ModelParts, inputs_embeds: torch.Tensor, steps: int, on_step=None) -> GreedyResult:
     """transformers' generate() as the Factory calls it (inputs_embeds, greedy), never stopping
-    early at EOS, so that exactly `steps` tokens come back."""
+    early at EOS, so that exactly `steps` tokens come back. `on_step(i)` after the i-th token."""
     cfg = GenerationConfig(max_new_tokens=steps, min_new_tokens=0, do_sample=False, num_beams=1,
                            eos_token_id=None, pad_token_id=0, output_logits=True,
                            return_dict_in_generate=True)
     mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long)
     # synced_gpus=False: single process; asking transformers to probe for FSDP imports
     # torch.distributed.fsdp, which Debian's torch 1.13 cannot import on Python 3.11.
+    extra = {"stopping_criteria": StoppingCriteriaList([_StepCallback(0, on_step)])} if on_step else {}
     out = parts.llm.generate(inputs_embeds=inputs_embeds, attention_mask=mask, generation_config=cfg,
-                             synced_gpus=False)
+                             synced_gpus=False, **extra)
     tokens = out.sequences[0, -steps:].tolist()
     return GreedyResult(tokens=tokens, logits=[step[0].float() for step in out.logits])

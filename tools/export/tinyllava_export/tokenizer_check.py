@@ -1,13 +1,13 @@
-"""Does the fast tokenizer (tokenizer.json, what the server runs) tokenize prompts exactly as the
-slow tokenizer the reference uses?
+"""Does the tokenizer the server runs (tokenizer.json, called as tokenizer_settings.ServerTokenizer
+describes) tokenize prompts exactly as the reference tokenizer (usually the slow one)?
 
 TinyLLaVA_Factory loads the LLM tokenizer with `use_fast=False`, so the slow (Python /
 SentencePiece) tokenizer defines the reference ids. The server can only run the fast
 `tokenizer.json`. The two are known to disagree in places, e.g. a Llama tokenizer_config that
 says `legacy: false` next to a tokenizer.json converted in legacy mode tokenizes the text after
 `</s>` differently (with or without the "▁" dummy prefix), which a multi-turn prompt hits at
-every "</s>USER:". The exporter runs this check on the template prompts and refuses to export
-on a disagreement.
+every "</s>USER:"; tokenizer_settings.py says how the server closes that gap. The exporter runs
+this check on the template prompts and refuses to export on a disagreement.
 """
 
 from __future__ import annotations
@@ -73,6 +73,23 @@ def load_slow(tokenizer_dir: str | Path) -> tuple[Any | None, str]:
     return tok, ""
 
 
+def compare_tokenizers(reference: Any, candidate: Any, prompts: Sequence[str],
+                       placeholder: str = templates.DEFAULT_IMAGE_PLACEHOLDER, mode: str = "splice",
+                       image_token_id: int | None = None) -> SlowFastReport:
+    """Tokenize each prompt with `templates.tokenize_prompt` through both tokenizers and compare
+    the id lists (-200 included). `candidate` is what the server will run."""
+    report = SlowFastReport(agree=True, slow_available=True, slow_class=type(reference).__name__,
+                            fast_class=type(candidate).__name__)
+    for prompt in prompts:
+        s = templates.tokenize_prompt(prompt, reference, placeholder, mode, image_token_id)
+        f = templates.tokenize_prompt(prompt, candidate, placeholder, mode, image_token_id)
+        report.checked += 1
+        if s != f:
+            report.agree = False
+            report.mismatches.append(Mismatch(prompt, s, f, _first_difference(s, f)))
+    return report
+
+
 def check_slow_fast(
     tokenizer_dir: str | Path,
     prompts: Sequence[str],
@@ -81,11 +98,9 @@ def check_slow_fast(
     image_token_id: int | None = None,
     fast: Any | None = None,
 ) -> SlowFastReport:
-    """Tokenize each prompt with `templates.tokenize_prompt` through the slow and the fast
-    tokenizer of `tokenizer_dir` and compare the id lists (-200 included).
-
-    `fast` may be passed to check a fast tokenizer that is not (yet) the one in the directory.
-    """
+    """Tokenize each prompt through the slow and the fast tokenizer of `tokenizer_dir` and
+    compare (see compare_tokenizers). `fast` may be passed to check a fast tokenizer that is not
+    (yet) the one in the directory, or the server's tokenizer (tokenizer_settings.ServerTokenizer)."""
     from transformers import AutoTokenizer
 
     if fast is None:
@@ -94,16 +109,7 @@ def check_slow_fast(
     if slow is None:
         return SlowFastReport(agree=True, slow_available=False, fast_class=type(fast).__name__,
                               note=why)
-    report = SlowFastReport(agree=True, slow_available=True, slow_class=type(slow).__name__,
-                            fast_class=type(fast).__name__)
-    for prompt in prompts:
-        s = templates.tokenize_prompt(prompt, slow, placeholder, mode, image_token_id)
-        f = templates.tokenize_prompt(prompt, fast, placeholder, mode, image_token_id)
-        report.checked += 1
-        if s != f:
-            report.agree = False
-            report.mismatches.append(Mismatch(prompt, s, f, _first_difference(s, f)))
-    return report
+    return compare_tokenizers(slow, fast, prompts, placeholder, mode, image_token_id)
 
 
 # Messages that exercise the template's joints: image at the front, multi-turn with EOS text
