@@ -6,9 +6,10 @@ import {
   decodeImage,
   ImageError,
   loadPackage,
+  loadPackageTokenizer,
   PackageError,
   PromptError,
-  TextTokenizer,
+  type TextTokenizer,
   type PromptMessage,
 } from '../model/index.js';
 import { EngineError } from './errors.js';
@@ -25,7 +26,7 @@ export async function loadModelPort(packageDir: string, limits: ModelLimits): Pr
   let tokenizer: TextTokenizer;
   try {
     pkg = await loadPackage(packageDir);
-    tokenizer = await TextTokenizer.load(pkg.paths.tokenizer, pkg.manifest.files.tokenizer);
+    tokenizer = await loadPackageTokenizer(pkg);
   } catch (err) {
     // The message names the file, and the directory when it matters; no need to say it twice.
     if (err instanceof PackageError) {
@@ -121,7 +122,7 @@ export async function loadModelPort(packageDir: string, limits: ModelLimits): Pr
     },
 
     createDetokenizer(): Detokenizer {
-      const stream = tokenizer.createDecodeStream({ skipSpecialTokens: true });
+      const stream = tokenizer.createAnswerStream();
       return { push: (id) => (known(id) ? stream.push(id) : ''), flush: () => stream.flush() };
     },
 

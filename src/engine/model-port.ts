@@ -58,7 +58,7 @@ export interface ModelPort {
   tokenStrings(ids: number[]): string[];
   /** Decodes encoded image bytes to RGB as the reference does; rejects with an `invalid_image` EngineError. */
   decodeImage(bytes: Uint8Array): Promise<RgbImage>;
-  /** A fresh detokenizer for one generated sequence; special tokens produce no text. */
+  /** A fresh detokenizer for one generated sequence: the answer text as the reference prints it (special tokens produce none). */
   createDetokenizer(): Detokenizer;
   /** The raw bytes one token stands for (may be part of a UTF-8 sequence), for logprobs. */
   tokenBytes(id: number): number[];

@@ -2,9 +2,9 @@
 // detokenizer and stop matcher, and the events it streams. The scheduler drives it; everything
 // that turns a row of logits into text and events happens in `accept`.
 //
-// Leading whitespace of the answer is dropped: the templates end with "ASSISTANT:" and the
-// model's first token usually carries the separating space (" The"), which is the template's,
-// not the answer's. TinyLLaVA_Factory's own CLI strips its output the same way.
+// The answer text is the model layer's (ModelPort.createDetokenizer): the reference's decode
+// of the generated ids, stripped as TinyLLaVA_Factory's CLI strips it when the package says so
+// (manifest `tokenizer.strip_answer`); this module adds only stop strings.
 
 import { performance } from 'node:perf_hooks';
 import { EventChannel } from './event-channel.js';
@@ -47,8 +47,6 @@ export class Sequence {
   private readonly stops: StopStringMatcher;
   private pendingIds: number[] = [];
   private pendingLogprobs: TokenLogprob[] = [];
-  /** Still before the answer's first visible character (see the header: leading whitespace). */
-  private leading = true;
   private readonly times: { arrival: number; queued: number; admitted: number; firstToken: number };
 
   constructor(seqId: number, request: GenerationRequest, prompt: PreparedPrompt, model: ModelPort, arrival: number) {
@@ -105,12 +103,7 @@ export class Sequence {
     if (this.request.logprobs !== null) this.pendingLogprobs.push(this.tokenLogprob(logits, token));
 
     // 3. text: complete characters only, held back while it may start a stop string
-    let text = this.detokenizer.push(token);
-    if (this.leading) {
-      text = text.trimStart();
-      if (text.length > 0) this.leading = false;
-    }
-    const r = this.stops.push(text);
+    const r = this.stops.push(this.detokenizer.push(token));
     if (r.stopped) return this.finish('stop', now, r.text);
     // One delta per token, its text possibly empty (held back): consumers see every token when
     // it is generated (its logprob, the inter-token latency), even inside a long byte run.
@@ -131,9 +124,7 @@ export class Sequence {
     this.state = 'finished';
     let rest = beforeStopString;
     if (rest === undefined) {
-      let tail = this.detokenizer.flush();
-      if (this.leading) tail = tail.trimStart();
-      const r = this.stops.push(tail);
+      const r = this.stops.push(this.detokenizer.flush());
       rest = r.text + (r.stopped ? '' : this.stops.flush());
     }
     if (rest.length > 0 || this.pendingIds.length > 0) this.emit(rest);

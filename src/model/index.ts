@@ -6,6 +6,8 @@ export type { ImageErrorCode, PromptErrorCode } from './errors.js';
 export * from './manifest.js';
 export { CONNECTOR_IO, EMBED_TOKENS_IO, VISION_ENCODER_IO } from './graph-io.js';
 export { TextTokenizer, DecodeStream, type DecodeStreamOptions } from './tokenizer.js';
+export { AnswerTextStream, DEFAULT_TOKENIZER_SETTINGS } from './answer-text.js';
+export { loadPackageTokenizer, tokenizerCheckProblem, type TokenizerCheck } from './tokenizer-check.js';
 export { renderPrompt, type PromptMessage, type PromptPart, type RenderedPrompt, type RenderOptions } from './template.js';
 export {
   buildPrompt,

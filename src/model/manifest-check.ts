@@ -38,6 +38,21 @@ export function consistencyProblems(m: Manifest): string[] {
   if (connector.output_size !== text.hidden_size) {
     problems.push(`connector.output_size is ${connector.output_size}, but text.hidden_size is ${text.hidden_size}`);
   }
+  if (connector.type === 'identity' && connector.input_size !== connector.output_size) {
+    problems.push(`connector.type "identity" needs input_size (${connector.input_size}) = output_size (${connector.output_size})`);
+  }
+  const tok = m.tokenizer;
+  if (tok) {
+    for (const [i, id] of tok.added_token_ids.entries()) {
+      if (id >= text.vocab_size) problems.push(`tokenizer.added_token_ids[${i}] is ${id}, outside text.vocab_size ${text.vocab_size}`);
+    }
+    if (tok.decode === 'tokenizer_json' && (tok.added_token_ids.length > 0 || tok.byte_fallback !== 'hf' || tok.run_leading_space !== 'tokenizer_json')) {
+      problems.push('tokenizer.decode "tokenizer_json" takes byte_fallback "hf", run_leading_space "tokenizer_json" and no added_token_ids');
+    }
+    if (tok.decode === 'slow' && tok.run_leading_space === 'tokenizer_json') {
+      problems.push('tokenizer.decode "slow" needs run_leading_space "strip" or "keep"');
+    }
+  }
   if (text.num_attention_heads % text.num_key_value_heads !== 0) {
     problems.push(
       `text.num_attention_heads (${text.num_attention_heads}) is not a multiple of ` +

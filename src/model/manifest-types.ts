@@ -5,13 +5,13 @@
 export type TextFamily = 'llama' | 'phi' | 'stablelm' | 'qwen2' | 'gemma';
 export type VisionFamily = 'siglip' | 'clip';
 export type FeatureSelect = 'patch' | 'cls_patch';
-export type ResizeMode = 'squash' | 'shortest_edge_center_crop';
-export type ResampleName = 'bicubic' | 'bilinear' | 'nearest';
+export type ResizeMode = 'squash' | 'shortest_edge_center_crop' | 'squash_center_crop';
+export type ResampleName = 'bicubic' | 'bilinear' | 'nearest' | 'box' | 'hamming' | 'lanczos';
 export type ImageTokenMode = 'splice' | 'token';
 export type Dtype = 'fp32' | 'fp16';
 
 export interface ManifestSource {
-  kind: 'random-init' | 'tinyllava-factory' | 'llava-hf';
+  kind: 'random-init' | 'tinyllava-factory' | 'tinyllava-bench' | 'llava-hf';
   checkpoint: string | null;
   [key: string]: unknown; // provenance: informative, open-ended
 }
@@ -29,6 +29,8 @@ export interface ManifestFiles {
   embed_tokens: string;
   decoder: string;
   tokenizer: string;
+  /** What the reference tokenizer does on test inputs; verified when the package loads. */
+  tokenizer_check?: string;
 }
 
 export interface TextConfig {
@@ -57,7 +59,8 @@ export interface VisionConfig {
 }
 
 export interface ConnectorConfig {
-  type: 'mlp2x_gelu';
+  /** linear | identity | mlpNx_gelu (N >= 1); the connector graph computes it. */
+  type: string;
   input_size: number;
   output_size: number;
 }
@@ -71,6 +74,8 @@ export interface ImagePreprocessing {
   size: { height: number; width: number };
   /** shortest_edge_center_crop: the short side's length after the resize. */
   shortest_edge: number | null;
+  /** squash_center_crop: the squash's size before the centre crop to `size`. */
+  resize_size?: { height: number; width: number } | null;
   resample: ResampleName;
   rescale_factor: number;
   image_mean: [number, number, number];
@@ -92,6 +97,29 @@ export interface PromptConfig {
   stop_token_ids: number[];
 }
 
+/** How the server must run tokenizer.json to tokenize and detokenize as the reference does. */
+export interface TokenizerSettings {
+  /** Informative: the tokenizer class the original code runs. */
+  reference: string;
+  /** Prepend one space to each non-empty text before encoding; drop a lone "▁" before a leading special token. */
+  prefix_space: boolean;
+  /** tokenizer_json: tokenizer.json's own decoder; slow: the settings below, as a slow transformers tokenizer. */
+  decode: 'tokenizer_json' | 'slow';
+  /** Invalid byte-fallback runs: hf = one U+FFFD per byte of the run; sentencepiece = per invalid byte, valid characters kept. */
+  byte_fallback: 'hf' | 'sentencepiece';
+  /** Leading space of the text (decode-stream.ts RunLeadingSpace). */
+  run_leading_space: 'tokenizer_json' | 'strip' | 'strip_sentencepiece' | 'keep';
+  /** Non-special added tokens: each splits the text into runs decoded separately. */
+  added_token_ids: number[];
+  /** Joins runs and added tokens (slow tokenizers: " "; Gemma, Qwen2: ""). */
+  added_token_separator: string;
+  /** Added tokens' "▁" become spaces (GemmaTokenizer). */
+  added_token_metaspace: boolean;
+  clean_up_tokenization_spaces: boolean;
+  /** The answer is the decoded text with Python's str.strip() applied. */
+  strip_answer: boolean;
+}
+
 export interface Manifest {
   format: 'tinyllava-onnx';
   format_version: 1;
@@ -106,4 +134,5 @@ export interface Manifest {
   connector: ConnectorConfig;
   image_preprocessing: ImagePreprocessing;
   prompt: PromptConfig;
+  tokenizer?: TokenizerSettings;
 }

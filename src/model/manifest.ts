@@ -60,6 +60,7 @@ async function resolveFiles(root: string, files: ManifestFiles): Promise<Manifes
   const resolved = {} as ManifestFiles;
   for (const key of Object.keys(files) as (keyof ManifestFiles)[]) {
     const relative = files[key];
+    if (relative === undefined) continue;
     const absolute = path.resolve(root, relative);
     // The schema already refuses ".." and absolute paths; this is the belt to those braces.
     if (!absolute.startsWith(root + path.sep)) {

@@ -18,12 +18,17 @@ export interface TokenByteTable {
   bytes: Uint8Array[];
   /** Ids of the tokens tokenizer.json marks special (skipped by skip_special_tokens). */
   specialIds: Set<number>;
+  /** The raw text of each added token (what a slow tokenizer inserts for it). */
+  contents: Map<number, string>;
   /**
    * ByteFallback tokenizers: 1 for the "<0xHH>" tokens. A run of them decodes to its UTF-8
    * text if the whole run is valid, else to one U+FFFD per byte (HF's ByteFallback decoder).
    * Null for byte-level tokenizers, which decode all bytes together, lossily.
    */
   byteTokens: Uint8Array | null;
+  /** SentencePiece-style tables: each id's vocabulary string ("▁the", "<0x0A>"), and the reverse. */
+  pieces: (string | undefined)[] | null;
+  pieceIds: Map<string, number> | null;
   /** Remove up to this many leading `stripChar` characters from the start of a decoded text. */
   stripLeading: number;
   stripChar: string;
@@ -60,6 +65,7 @@ export async function readTokenByteTable(file: string, fileLabel = 'tokenizer.js
 export function buildTokenByteTable(json: TokenizerJson, fileLabel = 'tokenizer.json'): TokenByteTable {
   const tokens = tokensById(json);
   const specialIds = new Set((json.added_tokens ?? []).filter((t) => t.special).map((t) => t.id));
+  const contents = new Map((json.added_tokens ?? []).map((t) => [t.id, t.content] as [number, string]));
   const decoders = flatten(json.decoder);
   const encoder = new TextEncoder();
   const bytes: Uint8Array[] = new Array(tokens.length);
@@ -71,7 +77,7 @@ export function buildTokenByteTable(json: TokenizerJson, fileLabel = 'tokenizer.
       const mapped = Array.from(token, (c) => charToByte.get(c));
       bytes[id] = mapped.every((b) => b !== undefined) ? Uint8Array.from(mapped as number[]) : encoder.encode(token);
     }
-    return { bytes, specialIds, byteTokens: null, stripLeading: 0, stripChar: ' ' };
+    return { bytes, specialIds, contents, pieces: null, pieceIds: null, byteTokens: null, stripLeading: 0, stripChar: ' ' };
   }
 
   // SentencePiece style: per-token text steps, byte fallback, and a leading strip.
@@ -117,7 +123,9 @@ export function buildTokenByteTable(json: TokenizerJson, fileLabel = 'tokenizer.
     if (byte && byteTokens) byteTokens[id] = 1;
     bytes[id] = byte ? Uint8Array.of(parseInt(byte[1], 16)) : encoder.encode(steps.reduce((t, step) => step(t), token));
   }
-  return { bytes, specialIds, byteTokens, stripLeading, stripChar };
+  const pieceIds = new Map<string, number>();
+  tokens.forEach((t, id) => t !== undefined && pieceIds.set(t, id));
+  return { bytes, specialIds, contents, pieces: tokens, pieceIds, byteTokens, stripLeading, stripChar };
 }
 
 /** Token text per id: the model's vocabulary, overridden by added tokens. */

@@ -4,9 +4,11 @@
 
 import { readFile } from 'node:fs/promises';
 import { Tokenizer } from 'tokenizers';
+import { AnswerTextStream, DEFAULT_TOKENIZER_SETTINGS } from './answer-text.js';
 import { DecodeStream, type DecodeStreamOptions } from './decode-stream.js';
 import { PackageError } from './errors.js';
 import { minTokens, unitsPerTokenBound, type TokenizerDocument } from './token-bound.js';
+import type { TokenizerSettings } from './manifest-types.js';
 import { buildTokenByteTable, type TokenByteTable } from './token-bytes.js';
 
 export { DecodeStream, type DecodeStreamOptions } from './decode-stream.js';
@@ -14,15 +16,20 @@ export { DecodeStream, type DecodeStreamOptions } from './decode-stream.js';
 const EMPTY = new Uint8Array(0);
 
 export class TextTokenizer {
+  /** Ids the post-processor puts before a text (BOS), found on first use. */
+  private prefixLength: Promise<number> | null = null;
+
   private constructor(
     private readonly tokenizer: Tokenizer,
     private readonly table: TokenByteTable,
     /** The most UTF-16 units of text one token stands for (token-bound.ts); Infinity when unknown. */
     readonly unitsPerToken: number,
+    /** The manifest's `tokenizer` object: how to run tokenizer.json like the reference. */
+    readonly settings: TokenizerSettings,
   ) {}
 
   /** Loads tokenizer.json; `label` names the file in errors (default: its path). */
-  static async load(file: string, label = file): Promise<TextTokenizer> {
+  static async load(file: string, label = file, settings: TokenizerSettings = DEFAULT_TOKENIZER_SETTINGS): Promise<TextTokenizer> {
     let tokenizer: Tokenizer;
     let table: TokenByteTable;
     let doc: TokenizerDocument;
@@ -34,7 +41,7 @@ export class TextTokenizer {
       if (err instanceof PackageError) throw err;
       throw new PackageError(label, `cannot be loaded as a tokenizer: ${(err as Error).message}`);
     }
-    return new TextTokenizer(tokenizer, table, unitsPerTokenBound(doc, table));
+    return new TextTokenizer(tokenizer, table, unitsPerTokenBound(doc, table), settings);
   }
 
   /** The fewest tokens a text of `length` UTF-16 units can become (0 when no bound is known). */
@@ -42,10 +49,34 @@ export class TextTokenizer {
     return minTokens(length, this.unitsPerToken);
   }
 
-  /** Token ids of `text`; with special tokens, as HF's `tokenizer(text).input_ids` (BOS etc.). */
+  /**
+   * Token ids of `text`; with special tokens, as the reference's `tokenizer(text).input_ids`
+   * (BOS etc.). With `prefix_space` (a legacy:false Llama tokenizer): one space before a
+   * non-empty text, and the lone "▁" it makes dropped when a special token follows it, which is
+   * what the slow tokenizer does ("▁" + text, `tokens[1:]` before a special token).
+   */
   async encode(text: string, addSpecialTokens = true): Promise<number[]> {
+    if (!this.settings.prefix_space || text === '') return this.rawEncode(text, addSpecialTokens);
+    const ids = await this.rawEncode(' ' + text, addSpecialTokens);
+    const k = addSpecialTokens ? await this.postProcessorPrefix() : 0;
+    const space = this.tokenizer.tokenToId('\u2581');
+    if (ids.length > k + 1 && ids[k] === space && this.table.specialIds.has(ids[k + 1])) ids.splice(k, 1);
+    return ids;
+  }
+
+  private async rawEncode(text: string, addSpecialTokens: boolean): Promise<number[]> {
     const encoding = await this.tokenizer.encode(text, null, { addSpecialTokens });
     return encoding.getIds();
+  }
+
+  private postProcessorPrefix(): Promise<number> {
+    this.prefixLength ??= this.rawEncode('', true).then((ids) => ids.length);
+    return this.prefixLength;
+  }
+
+  /** A stream of the answer text of one generated sequence, as the reference prints it (answer-text.ts). */
+  createAnswerStream(): AnswerTextStream {
+    return new AnswerTextStream(this.table, this.settings);
   }
 
   /** HF's `tokenizer.decode(ids, skip_special_tokens)`. */

@@ -208,3 +208,34 @@ def test_big_graphs_keep_weights_in_one_external_file(tmp_path, monkeypatch):
     assert "decoder_model_merged.onnx_data" in names and "vision_encoder.onnx_data" in names
     assert all(n.endswith((".onnx", ".onnx_data")) for n in names)  # no loose per-tensor files
     assert (onnx_dir / "decoder_model_merged.onnx").stat().st_size < 100_000
+
+
+def test_progress_never_stays_silent(capsys):
+    """A step that runs for a while without printing gets heartbeat lines with elapsed time."""
+    import time
+    from tinyllava_export.progress import Progress
+    p = Progress(2, heartbeat_s=0.3)
+    p.step("a long step")
+    time.sleep(1.2)
+    p.step("a short step")
+    p.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("[1/2] a long step (t+0.0s)")
+    beats = [l for l in lines if l.strip().startswith("... a long step (t+")]
+    assert len(beats) >= 2
+    assert lines[-1].startswith("[2/2] a short step")
+
+
+def test_progress_reports_layers(monkeypatch):
+    import tinyllava_export.progress as progress
+    monkeypatch.setattr(progress, "SUB_STEP_MIN_S", 0.0)  # tiny layers are fast: show every line
+    lines = []
+    p = progress.Progress(9, quiet=False)
+    p._print = lines.append
+    import torch
+    layers = torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(3))
+    with p.layers(layers, "tracing"):
+        for m in layers:
+            m(torch.zeros(1, 2))
+    p.close()
+    assert [l.split(" (t+")[0].strip() for l in lines] == [f"tracing: layer {i}/3" for i in (1, 2, 3)]

@@ -53,7 +53,7 @@ def test_fixture_package_and_golden_are_reproducible(tmp_path):
     fields = result.manifest["prompt"]
     ids = T.tokenize_prompt(T.render_prompt(fields, case["messages"], case["system"]), result.tokenizer)
     assert ids == case["prompt_ids"]
-    proc = P.image_processor(result.parts)
+    proc = result.parts.processor
     embeds = R.image_embeds(result.parts, P.pixel_values(proc, Image.open(FIX / "images" / "photo-640x480.jpg"), False))
     greedy = R.greedy(result.parts, R.splice(result.parts, ids, [embeds]), 32)
     assert greedy.tokens == case["greedy_ids"]

@@ -236,3 +236,65 @@ def test_fast_tokenizer_file_is_self_contained(trained):
         raw = Tokenizer.from_file(str(out / "tokenizer.json"))
         text = "USER: What are these? ASSISTANT: Two cats.</s><|endoftext|><eos>"
         assert raw.encode(text).ids == tok(text).input_ids, style
+
+
+def _server(tok_dir, toks):
+    from tinyllava_export import tokenizer_settings as S
+    settings = S.decode_settings(toks, True)
+    return settings, S.ServerTokenizer(tok_dir / "tokenizer.json", settings["prefix_space"], toks.fast.bos_token_id)
+
+
+@pytest.mark.parametrize("template", ["llama", "llava_hf"])
+def test_legacy_false_llama_is_served_exactly_with_prefix_space(tmp_path, template):
+    """TinyLlama-Chat's legacy:false: the server prepends one space per text and drops a lone
+    "▁" before a leading special token; every template prompt then tokenizes as the slow one."""
+    from tinyllava_export import tokenizer_settings as S
+    K.train_tokenizer("llama", tmp_path / "src", llama_legacy=False)
+    toks = S.load_tokenizers(tmp_path / "src", tmp_path / "out", [], reference_fast=False)
+    settings, server = _server(tmp_path / "out", toks)
+    assert settings["prefix_space"] is True and toks.reference_kind == "slow"
+    fields = T.template_fields(template)
+    report = C.compare_tokenizers(toks.reference, server, C.template_prompts(fields), fields["image_placeholder"], "splice")
+    assert report.agree and report.checked == 8, report.to_dict()["mismatches"][:1]
+    for text in ["", " x", "</s>USER: hi", "hi</s>", "  two", "▁literal"]:
+        assert server(text).input_ids == toks.reference(text).input_ids, text
+    if template == "llama":  # its chunk " ASSISTANT:" after an image-only turn: tokenizer.json alone disagrees
+        plain = S.ServerTokenizer(tmp_path / "out" / "tokenizer.json", False, toks.fast.bos_token_id)
+        assert not C.compare_tokenizers(toks.reference, plain, C.template_prompts(fields), "<image>", "splice").agree
+
+
+@pytest.mark.parametrize("style,expect", [
+    ("llama", dict(decode="slow", byte_fallback="sentencepiece", run_leading_space="strip_sentencepiece")),
+    ("gemma", dict(decode="slow", byte_fallback="sentencepiece", run_leading_space="keep")),
+    ("qwen2", dict(decode="slow", byte_fallback="hf", clean_up_tokenization_spaces=False)),
+    ("phi", dict(decode="slow", byte_fallback="hf")),
+    ("stablelm", dict(decode="tokenizer_json", reference="GPT2TokenizerFast (fast)")),
+])
+def test_decode_settings_describe_the_reference(trained, style, expect):
+    from tinyllava_export import tokenizer_settings as S
+    out, fast = trained[style]
+    slow, why = C.load_slow(out)
+    toks = S.Tokenizers(fast, slow or fast, "slow" if slow is not None else "fast", why)
+    settings = S.decode_settings(toks, True)
+    for key, value in expect.items():
+        assert settings[key] == value, (key, settings)
+
+
+def test_phi2_style_added_tokens_and_clean_up(tmp_path):
+    from tinyllava_export import tokenizer_settings as S
+    K.train_tokenizer("phi", tmp_path / "src", phi2_extras=True)
+    toks = S.load_tokenizers(tmp_path / "src", tmp_path / "out", [], reference_fast=False)
+    s = S.decode_settings(toks, True)
+    assert s["added_token_separator"] == " " and s["clean_up_tokenization_spaces"] is True
+    assert [toks.reference.convert_ids_to_tokens(i) for i in s["added_token_ids"]] == K.PHI2_WHITESPACE_TOKENS
+
+
+def test_reference_answers_of_the_issue(tmp_path, trained):
+    """<0x45><0x95>: the slow SentencePiece tokenizer's 'E\\ufffd' is the reference answer."""
+    from tinyllava_export import tokenizer_settings as S
+    out, _ = trained["llama"]
+    slow, _ = C.load_slow(out)
+    ids = slow.convert_tokens_to_ids(["<0x45>", "<0x95>"])
+    assert S.reference_answer(slow, ids, True) == "E\ufffd"
+    cases = S.adversarial_id_sequences(slow)
+    assert ids in cases and len(cases) >= 160

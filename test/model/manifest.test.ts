@@ -43,6 +43,26 @@ describe('manifest schema', () => {
     parseManifest(m);
   });
 
+  const SLOW = {
+    reference: 'LlamaTokenizer (slow)', prefix_space: true, decode: 'slow', byte_fallback: 'sentencepiece',
+    run_leading_space: 'strip', added_token_ids: [], added_token_separator: ' ', added_token_metaspace: false,
+    clean_up_tokenization_spaces: false, strip_answer: true,
+  };
+  it('accepts every connector kind and the tokenizer settings', () => {
+    const accepted = (edit: (m: Record<string, any>) => void): void => {
+      const m = exampleManifest() as unknown as Record<string, any>;
+      edit(m);
+      parseManifest(m);
+    };
+    for (const type of ['linear', 'mlp1x_gelu', 'mlp12x_gelu']) accepted((m) => (m.connector.type = type));
+    accepted((m) => (m.tokenizer = SLOW));
+    accepted((m) => {
+      m.image_preprocessing.resize_mode = 'squash_center_crop';
+      m.image_preprocessing.resize_size = { height: 420, width: 400 };
+      m.image_preprocessing.resample = 'lanczos';
+    });
+  });
+
   const cases: [string, (m: Record<string, any>) => void, string][] = [
     ['a wrong type', (m) => (m.text.num_layers = 'x'), 'manifest.json: text.num_layers must be an integer, got "x"'],
     ['a missing field', (m) => delete m.text.head_dim, 'manifest.json: text.head_dim is missing'],
@@ -50,7 +70,7 @@ describe('manifest schema', () => {
     ['an unknown family', (m) => (m.vision.family = 'vit'), 'manifest.json: vision.family must be one of "siglip", "clip", got "vit"'],
     ['an unknown field', (m) => (m.text.rope = 1), 'manifest.json: text.rope is not a field of this format'],
     ['another format version', (m) => (m.format_version = 2), 'manifest.json: format_version must be 1, got 2'],
-    ['an unknown resize mode', (m) => (m.image_preprocessing.resize_mode = 'fit'), 'image_preprocessing.resize_mode must be one of "squash", "shortest_edge_center_crop", got "fit"'],
+    ['an unknown resize mode', (m) => (m.image_preprocessing.resize_mode = 'fit'), 'image_preprocessing.resize_mode must be one of "squash", "shortest_edge_center_crop", "squash_center_crop", got "fit"'],
     ['an unknown feature_select', (m) => (m.vision.feature_select = 'cls'), 'vision.feature_select must be one of "patch", "cls_patch", got "cls"'],
     ['an unknown image_token_mode', (m) => (m.prompt.image_token_mode = 'inline'), 'prompt.image_token_mode must be one of "splice", "token", got "inline"'],
     ['an unknown dtype', (m) => (m.dtype = 'bf16'), 'dtype must be one of "fp32", "fp16", got "bf16"'],
@@ -74,6 +94,14 @@ describe('manifest schema', () => {
     ['an id past the vocabulary', (m) => (m.prompt.stop_token_ids = [0, 1024]), 'prompt.stop_token_ids[1] is 1024, outside text.vocab_size 1024'],
     ['an image format without the placeholder', (m) => (m.prompt.image_format = '{content}'), 'prompt.image_format "{content}" does not contain prompt.image_placeholder "<image>"'],
     ['a context shorter than an image', (m) => (m.max_context = 728), 'max_context (728) leaves no room beside 728 image tokens'],
+    ['an unknown connector', (m) => (m.connector.type = 'resampler'), 'connector.type must be linear, identity or mlpNx_gelu (N >= 1)'],
+    ['mlp0x_gelu', (m) => (m.connector.type = 'mlp0x_gelu'), 'connector.type must be linear, identity or mlpNx_gelu'],
+    ['an identity that changes size', (m) => (m.connector.type = 'identity'), 'connector.type "identity" needs input_size (32) = output_size (64)'],
+    ['squash_center_crop without resize_size', (m) => (m.image_preprocessing.resize_mode = 'squash_center_crop'), 'image_preprocessing.resize_size is missing'],
+    ['resize_size in squash mode', (m) => (m.image_preprocessing.resize_size = { height: 400, width: 400 }), 'image_preprocessing.resize_size must be null'],
+    ['an unknown filter', (m) => (m.image_preprocessing.resample = 'mitchell'), 'image_preprocessing.resample must be one of'],
+    ['an added token past the vocabulary', (m) => (m.tokenizer = { ...SLOW, added_token_ids: [5000] }), 'tokenizer.added_token_ids[0] is 5000, outside text.vocab_size 1024'],
+    ['slow settings with tokenizer_json decoding', (m) => (m.tokenizer = { ...SLOW, decode: 'tokenizer_json' }), 'tokenizer.decode "tokenizer_json" takes byte_fallback "hf"'],
   ];
   for (const [what, edit, message] of cases) {
     it(`rejects ${what}`, () => {

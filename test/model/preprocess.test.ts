@@ -71,6 +71,15 @@ describe('planResize', () => {
     assert.deepEqual(planResize(300, 500, clip336).region, { left: 0, top: 112, width: 336, height: 336 });
   });
 
+  it('squash_center_crop: squash to resize_size, then a floored centre crop (CLIP with height/width size)', () => {
+    const pp = settings({ resize_mode: 'squash_center_crop', resize_size: { height: 240, width: 255 }, size: { height: 196, width: 196 } });
+    assert.deepEqual(planResize(640, 480, pp), {
+      canvas: undefined,
+      resize: { width: 255, height: 240 },
+      region: { left: 29, top: 22, width: 196, height: 196 },
+    });
+  });
+
   it('crops a too-small resize with negative offsets (HF pads with zeros)', () => {
     const pp = { ...clip336, shortest_edge: 300 };
     assert.deepEqual(planResize(400, 300, pp).region, { left: 32, top: -18, width: 336, height: 336 });

@@ -23,7 +23,8 @@ export interface GoldenCase {
   image_spans: [number, number][];
   first_step_top5: { ids: number[]; logits: number[] };
   greedy_ids: number[];
-  greedy_text: string;
+  /** The reference's answer text for greedy_ids (its tokenizer's decode, stripped where it strips). */
+  answer_text: string;
 }
 
 export interface Golden {

@@ -35,6 +35,10 @@ export function planResize(width: number, height: number, pp: ImagePreprocessing
   if (pp.resize_mode === 'squash') {
     return { canvas, resize: { width: out.width, height: out.height }, region: fullRegion(out.width, out.height) };
   }
+  if (pp.resize_mode === 'squash_center_crop') {
+    if (!pp.resize_size) throw new RangeError('squash_center_crop needs resize_size');
+    return { canvas, resize: { ...pp.resize_size }, region: centreCrop(pp.resize_size, out) };
+  }
 
   if (pp.shortest_edge === null) throw new RangeError('shortest_edge_center_crop needs shortest_edge');
   // HF: the short side becomes shortest_edge, the long side int(shortest_edge * long / short),
@@ -42,15 +46,20 @@ export function planResize(width: number, height: number, pp: ImagePreprocessing
   const se = pp.shortest_edge;
   const resize =
     w <= h ? { width: se, height: Math.trunc((se * h) / w) } : { width: Math.trunc((se * w) / h), height: se };
-  // HF's center_crop: offsets (size - crop) // 2, floored. When the resized image is smaller
-  // than the crop, HF pads it with zeros so that the same offsets (now negative) still apply.
-  const region = {
-    left: Math.floor((resize.width - out.width) / 2),
-    top: Math.floor((resize.height - out.height) / 2),
+  return { canvas, resize, region: centreCrop(resize, out) };
+}
+
+/**
+ * HF's center_crop: offsets (size - crop) // 2, floored. When the resized image is smaller than
+ * the crop, HF pads it with zeros so that the same offsets (now negative) still apply.
+ */
+function centreCrop(resized: { width: number; height: number }, out: { width: number; height: number }): OutputRegion {
+  return {
+    left: Math.floor((resized.width - out.width) / 2),
+    top: Math.floor((resized.height - out.height) / 2),
     width: out.width,
     height: out.height,
   };
-  return { canvas, resize, region };
 }
 
 function fullRegion(width: number, height: number): OutputRegion {

@@ -16,7 +16,7 @@
 /** Fractional bits of the fixed-point weights: 32 - 8 (pixel) - 2 (headroom for negative lobes). */
 export const PRECISION_BITS = 32 - 8 - 2;
 
-export type ResampleFilter = 'bicubic' | 'bilinear' | 'nearest';
+export type ResampleFilter = 'bicubic' | 'bilinear' | 'nearest' | 'box' | 'hamming' | 'lanczos';
 
 interface Kernel {
   support: number;
@@ -44,7 +44,44 @@ const bilinear: Kernel = {
   },
 };
 
-const KERNELS: Record<Exclude<ResampleFilter, 'nearest'>, Kernel> = { bicubic, bilinear };
+// Pillow's BOX: 1 on (-0.5, 0.5], support 0.5.
+const box: Kernel = {
+  support: 0.5,
+  weight(x) {
+    return x > -0.5 && x <= 0.5 ? 1 : 0;
+  },
+};
+
+// Pillow's HAMMING: a Hamming-windowed sinc, support 1. Its constants are C float literals
+// (0.54f, 0.46f), so they enter the double arithmetic as their float32 values.
+const HAMMING_A = Math.fround(0.54);
+const HAMMING_B = Math.fround(0.46);
+const hamming: Kernel = {
+  support: 1,
+  weight(x) {
+    if (x < 0) x = -x;
+    if (x === 0) return 1;
+    if (x >= 1) return 0;
+    x *= Math.PI;
+    return (Math.sin(x) / x) * (HAMMING_A + HAMMING_B * Math.cos(x));
+  },
+};
+
+function sinc(x: number): number {
+  if (x === 0) return 1;
+  x *= Math.PI;
+  return Math.sin(x) / x;
+}
+
+// Pillow's LANCZOS: sinc(x) * sinc(x / 3) on [-3, 3), support 3.
+const lanczos: Kernel = {
+  support: 3,
+  weight(x) {
+    return x >= -3 && x < 3 ? sinc(x) * sinc(x / 3) : 0;
+  },
+};
+
+const KERNELS: Record<Exclude<ResampleFilter, 'nearest'>, Kernel> = { bicubic, bilinear, box, hamming, lanczos };
 
 /**
  * Windows of the output pixels first .. first + length - 1 of one axis: output pixel first + i

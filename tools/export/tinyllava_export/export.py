@@ -191,8 +191,7 @@ def run_export(out: Path, *, preset: str | None = None, checkpoint: Path | None 
         server = S.ServerTokenizer(tok_dir / "tokenizer.json", tokenization["prefix_space"], tokenizer.bos_token_id)
         check_tokenizer(toks, server, fields)
         files = {**M.file_names(dtype, quantize), "tokenizer_check": TOKENIZER_CHECK}
-        proc = parts.processor if parts.processor is not None else P.standard_processor(
-            parts.vision_family, parts.vision.config.image_size)
+        proc = parts.processor
         try:
             preprocessing = P.manifest_fields(proc, parts.pad_to_square)
             P.check_manifest_pixels(proc, preprocessing, parts.pad_to_square)

@@ -18,6 +18,7 @@ import transformers
 from transformers import (CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig,
                           SiglipVisionModel)
 
+from .preprocessing import standard_processor
 from .presets import Preset
 
 LLM_CLASSES = {
@@ -60,7 +61,7 @@ class ModelParts:
     image_token_id: int | None = None
     source: dict = field(default_factory=dict)
     # The reference's own image processor (an HF slow, PIL-based processor instance): what the
-    # original loader builds for this vision tower. None: the tower family's standard one.
+    # original loader builds for this vision tower.
     processor: Any = None
     # Where the reference loads its tokenizer from (None: a preset's trained tokenizer), the
     # tokens its loader adds to it, and whether the reference runs the fast tokenizer.
@@ -204,4 +205,5 @@ def from_preset(preset: Preset, tokenizer_size: int, seed: int) -> ModelParts:
         template=preset.template, max_context=preset.max_context,
         source={"kind": "random-init", "checkpoint": preset.source_checkpoint,
                 "preset": preset.name, "seed": seed},
+        processor=standard_processor(preset.vision, vision.config.image_size),
     ).eval()

@@ -149,12 +149,25 @@ def decode_settings(toks: Tokenizers, strip_answer: bool) -> dict:
                     run_leading_space="keep", added_token_ids=added,
                     added_token_metaspace=type(ref).__name__.startswith("Gemma"))
     if sp:
-        plain = _plain_piece(ref, vocab)
-        if plain is not None and ref.decode([plain[0]]) == plain[1][1:]:
-            settings["run_leading_space"] = "strip"
+        settings["run_leading_space"] = _run_leading_space(ref, vocab)
     if added:
         settings["added_token_separator"] = _added_separator(ref, added[0], vocab)
     return settings
+
+
+def _run_leading_space(ref, vocab: dict) -> str:
+    """How a slow SentencePiece tokenizer treats the space at the start of a run (see
+    src/model/decode-stream.ts RunLeadingSpace): probed with "▁" + "▁word"."""
+    plain = _plain_piece(ref, vocab)
+    if plain is None or SPIECE not in vocab:
+        raise ExportError(f"{type(ref).__name__}: no plain '▁word' piece to probe how it decodes leading spaces")
+    word = plain[1][1:]
+    got = ref.decode([vocab[SPIECE], plain[0]])
+    found = {"  " + word: "keep", " " + word: "strip", word: "strip_sentencepiece"}.get(got)
+    if found is None:
+        raise ExportError(f"{type(ref).__name__} decodes leading spaces in a way the server does not reproduce: "
+                          f"'▁' {plain[1]!r} -> {got!r}")
+    return found
 
 
 def _added_separator(ref, added_id: int, vocab: dict) -> str:
