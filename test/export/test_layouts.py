@@ -135,7 +135,7 @@ def test_bench_layout_matches_tinyllavabench_token_for_token(bench_export):
     assert m["text"]["vocab_size"] == len(tokenizer) == model.lm_head.weight.shape[0]  # resized, as the loader does
     for messages, images, turns in CONVERSATIONS:
         prompt, ids, ours = package_greedy(result.out_dir, messages, images)
-        assert prompt == B.conv_phi_prompt(turns)
+        assert prompt == B.conv_prompt(turns)
         their_ids, theirs, _ = B.generate(tokenizer, model, proc, prompt, images, STEPS)
         assert ids == their_ids
         assert ours == theirs, prompt
@@ -219,3 +219,28 @@ def test_every_weight_only_connector(tmp_path, connector):
     model = F.load_factory(ckpt)
     prompt, ids, ours = package_greedy(result.out_dir, CONVERSATIONS[0][0], CONVERSATIONS[0][1], 12)
     assert ours == F.generate(model, ids, CONVERSATIONS[0][1], 12)[0]
+
+
+def test_bench_llama_layout_the_15b_release(tmp_path):
+    """TinyLLaVA-1.5B's layout: TinyLlavaLlamaForCausalLM (model_type tiny_llava), TinyLlama-Chat's
+    legacy:false tokenizer, conv "v1", a linear mm_projector, no <im_patch>."""
+    from tinyllava_export.fixtures import bench_original as B
+    spec = O.BenchSpec(name="bench-llama", family="llama", conv="v1", mm_projector_type="linear",
+                       mm_use_im_patch_token=False, image_aspect_ratio="square",
+                       text=dict(hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4,
+                                 num_key_value_heads=2, max_position_embeddings=2048, rms_norm_eps=1e-5),
+                       tower_cfg=dict(hidden_size=24, intermediate_size=48, num_hidden_layers=3,
+                                      num_attention_heads=2, image_size=384, patch_size=14), seed=4)
+    ckpt, tower = O.write_bench(spec, tmp_path)
+    assert json.loads((ckpt / "config.json").read_text())["model_type"] == "tiny_llava"
+    result = run_export(tmp_path / "pkg", checkpoint=ckpt, quiet=True, vision_tower=tower)
+    m = result.manifest
+    assert m["prompt"]["template"] == "llama" and m["connector"]["type"] == "linear"
+    assert m["tokenizer"]["prefix_space"] is True and m["vision"]["num_image_tokens"] == 729
+    tokenizer, model, proc = B.load_bench(ckpt)
+    for messages, images, turns in CONVERSATIONS:
+        prompt, ids, ours = package_greedy(result.out_dir, messages, images)
+        assert prompt == B.conv_prompt(turns, conv="v1")
+        their_ids, theirs, _ = B.generate(tokenizer, model, proc, prompt, images, STEPS)
+        assert ids == their_ids
+        assert ours == theirs, prompt

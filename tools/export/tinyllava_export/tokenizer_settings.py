@@ -201,7 +201,7 @@ def adversarial_id_sequences(ref, seed: int = 0, count: int = 160) -> list[list[
     specials = sorted(set(ref.all_special_ids))
     added = sorted(i for i, t in ref.added_tokens_decoder.items() if not t.special)
     byte_ids = [ids_of[BYTE_PIECE.format(b)] for b in range(256) if BYTE_PIECE.format(b) in ids_of]
-    space_like = [i for tok, i in ids_of.items() if tok and all(c in f" {SPIECE}\u0120\u010a\n\t" for c in tok)]
+    space_like = sorted(i for tok, i in ids_of.items() if tok and all(c in f" {SPIECE}\u0120\u010a\n\t" for c in tok))
     seqs: list[list[int]] = []
 
     def enc(text: str) -> list[int]:
