@@ -11,6 +11,7 @@ import { ModelRunner, type RunnerOptions } from '../runtime/model-runner.js';
 import type { KvCacheUsage } from '../runtime/kv-cache.js';
 import type { RuntimeKind } from '../runtime/worker-protocol.js';
 import { EngineError, toEngineError } from './errors.js';
+import { Grammars, type GrammarConstraint } from './grammar.js';
 import { ImageEmbedder } from './image-embedder.js';
 import { imageKeyNamespace } from './image-key.js';
 import { loadModelPort } from './model-adapter.js';
@@ -57,6 +58,8 @@ export interface EngineOptions {
   maxImagePixels?: number;
   /** Run one tiny step through every graph before ready() resolves (default true). */
   warmup?: boolean;
+  /** Compiled structured-output grammars kept, least recently used dropped first (default 64). */
+  grammarCacheSize?: number;
 }
 
 /** The contract's EngineStats plus the scheduler's step counters. */
@@ -98,6 +101,7 @@ class VlmEngine implements LoadedEngine {
   private readonly port: ModelPort;
   private readonly options: EngineOptions;
   private readonly loading: Promise<Loaded>;
+  private readonly grammars: Grammars;
   private loaded: Loaded | null = null;
   private closing = false;
   private nextSeqId = 1;
@@ -110,6 +114,10 @@ class VlmEngine implements LoadedEngine {
     this.port = port;
     this.options = options;
     this.model = { id: options.modelId ?? port.name, maxContext: port.maxContext, numImageTokens: port.numImageTokens };
+    this.grammars = new Grammars(
+      { tokenizerPath: port.tokenizerPath, logitRows: port.text.vocabSize, stopTokenIds: port.stopTokenIds },
+      options.grammarCacheSize,
+    );
     this.loading = this.load();
     this.loading.catch(() => undefined); // reported by ready() and generate()
   }
@@ -142,6 +150,7 @@ class VlmEngine implements LoadedEngine {
     } catch (err) {
       throw new EngineError('model_error', (err as Error).message, { cause: err });
     }
+    this.grammars.preload(); // the token trie builds off the event loop while warm-up runs
     this.executionProvider = runner.fallbackReason ? `cpu (CUDA unavailable: ${runner.fallbackReason})` : runner.executionProvider;
     this.runtime = { kind: runner.runtime, fallbackReason: runner.runtimeFallbackReason };
     if (o.warmup ?? true) {
@@ -220,6 +229,10 @@ class VlmEngine implements LoadedEngine {
     let seq: Sequence;
     this.preparing++;
     try {
+      // A schema that does not compile is refused before any image is decoded.
+      let constraint: GrammarConstraint | null = null;
+      if (request.constraint) constraint = await this.grammars.constraint(request.constraint, { allowStop: !request.ignoreEos });
+      signal?.throwIfAborted();
       const prompt = await preparePrompt(
         request.messages,
         this.port,
@@ -235,7 +248,7 @@ class VlmEngine implements LoadedEngine {
           { param: 'max_tokens' },
         );
       }
-      seq = new Sequence(this.nextSeqId++, request, prompt, this.port, arrival);
+      seq = new Sequence(this.nextSeqId++, request, prompt, this.port, arrival, constraint);
     } catch (err) {
       if (signal?.aborted) throw new EngineError('cancelled', 'the request was cancelled', { cause: err });
       throw toEngineError(err);

@@ -64,6 +64,7 @@ export async function loadModelPort(packageDir: string, limits: ModelLimits): Pr
     imagePreprocessing: manifest.image_preprocessing,
     stopTokenIds: [...new Set([...t.eos_token_ids, ...manifest.prompt.stop_token_ids])],
     imagePlaceholder: manifest.prompt.image_placeholder,
+    tokenizerPath: paths.tokenizer,
 
     async encodeMessages(messages: ChatMessage[], options: EncodeOptions = {}): Promise<EncodedPrompt> {
       const images: Uint8Array[] = [];
@@ -121,8 +122,8 @@ export async function loadModelPort(packageDir: string, limits: ModelLimits): Pr
       }
     },
 
-    createDetokenizer(): Detokenizer {
-      const stream = tokenizer.createAnswerStream();
+    createDetokenizer(options?: { raw?: boolean }): Detokenizer {
+      const stream = tokenizer.createAnswerStream(options);
       return { push: (id) => (known(id) ? stream.push(id) : ''), flush: () => stream.flush() };
     },
 

@@ -40,6 +40,8 @@ export interface ModelPort {
   readonly imagePreprocessing: ImagePreprocessing;
   /** Tokens that end generation (EOS and the template's stop tokens). */
   readonly stopTokenIds: readonly number[];
+  /** The package's HF tokenizer.json, from which structured outputs build their token trie. */
+  readonly tokenizerPath: string;
 
   /** The text that stands for an image in the package's prompt (e.g. "<image>"). */
   readonly imagePlaceholder: string;
@@ -58,8 +60,12 @@ export interface ModelPort {
   tokenStrings(ids: number[]): string[];
   /** Decodes encoded image bytes to RGB as the reference does; rejects with an `invalid_image` EngineError. */
   decodeImage(bytes: Uint8Array): Promise<RgbImage>;
-  /** A fresh detokenizer for one generated sequence: the answer text as the reference prints it (special tokens produce none). */
-  createDetokenizer(): Detokenizer;
+  /**
+   * A fresh detokenizer for one generated sequence: the answer text as the reference prints it
+   * (special tokens produce none); with `raw`, the decoded text alone, without the reference's
+   * clean-up and strip (for answers whose exact text a grammar fixed).
+   */
+  createDetokenizer(options?: { raw?: boolean }): Detokenizer;
   /** The raw bytes one token stands for (may be part of a UTF-8 sequence), for logprobs. */
   tokenBytes(id: number): number[];
 }

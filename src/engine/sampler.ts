@@ -2,8 +2,9 @@
 // PRNG and the token counts the penalties need, so the choice depends only on the request
 // (and the logits), never on which other requests shared the batch.
 //
-// Order of operations, as in HF generate: repetition penalty, presence/frequency penalties,
-// then (unless greedy) temperature, top-k, top-p, min-p, and a draw from what survives.
+// Order of operations, as in HF generate: a structured-output grammar's mask, repetition
+// penalty, presence/frequency penalties, then (unless greedy) temperature, top-k, top-p, min-p,
+// and a draw from what survives.
 
 import type { SamplingParams } from './types.js';
 import {
@@ -18,8 +19,14 @@ import {
 } from './logits-processors.js';
 import { createRng, randomSeed, type Rng } from './rng.js';
 
+/** A constraint on the next token: sets the logits of forbidden tokens to -Infinity, in place. */
+export interface LogitsMask {
+  apply(logits: Float32Array): void;
+}
+
 export class Sampler {
   private readonly params: SamplingParams;
+  private readonly mask: LogitsMask | null;
   private readonly rng: Rng;
   /** Prompt text tokens plus generated tokens: what the repetition penalty looks at. */
   private readonly seen: TokenCounts = new Map();
@@ -29,9 +36,11 @@ export class Sampler {
   /**
    * @param penaltyContext the prompt's text token ids (image positions excluded), which the
    *   repetition penalty also covers, as vLLM does.
+   * @param mask a structured-output grammar, applied to each row before anything else.
    */
-  constructor(params: SamplingParams, penaltyContext: readonly number[] = []) {
+  constructor(params: SamplingParams, penaltyContext: readonly number[] = [], mask: LogitsMask | null = null) {
     this.params = params;
+    this.mask = mask;
     this.rng = createRng(params.seed ?? randomSeed());
     for (const id of penaltyContext) if (id >= 0) increment(this.seen, id);
   }
@@ -40,8 +49,13 @@ export class Sampler {
     return this.params.temperature === 0;
   }
 
-  /** Picks a token from one row of raw logits [V] (left untouched) and records it. */
+  /**
+   * Picks a token from one row of raw logits [V] and records it. The row is left untouched,
+   * except by a mask, which writes -Infinity into it: logprobs then describe the constrained
+   * distribution, as vLLM's do.
+   */
   sample(logits: Float32Array): number {
+    this.mask?.apply(logits);
     const p = this.params;
     const penalised = p.repetitionPenalty !== 1 || p.presencePenalty !== 0 || p.frequencyPenalty !== 0;
     const scores = penalised ? Float32Array.from(logits) : logits;

@@ -7,7 +7,8 @@
 //   3. prefill: one step over the next prompt chunks of admitted sequences (left-padded to the
 //      longest chunk, at most `prefillChunkTokens` padded positions in all)
 //   4. decode: one step over every sequence that has a token to feed back (one position each)
-//   5. each row's logits -> token, text, events; finished sequences leave
+//   5. each row's logits -> token, text, events (a constrained row first waits for its grammar
+//      mask, computed off the event loop during the step); finished sequences leave
 // Prefill and decode are separate decoder calls because a batch pads every row to its longest
 // row: one long prompt chunk in a decode batch would multiply the decode work by its length.
 
@@ -214,6 +215,9 @@ export class Scheduler {
     }
     this.kvUsage = result.usage;
     const V = result.vocabSize;
+    // Grammar masks were computed off the event loop while the decoder ran; wait for any left.
+    const masks = rows.map(({ seq }) => seq.maskReady).filter((p) => p !== null);
+    if (masks.length > 0) await Promise.all(masks);
     const now = performance.now();
     for (const [b, { seq }] of rows.entries()) {
       if (seq.state === 'prefill' && seq.prefillRemaining > 0) continue; // mid-prompt: nothing to sample

@@ -5,9 +5,12 @@
 // The answer text is the model layer's (ModelPort.createDetokenizer): the reference's decode
 // of the generated ids, stripped as TinyLLaVA_Factory's CLI strips it when the package says so
 // (manifest `tokenizer.strip_answer`); this module adds only stop strings.
+// Under a structured-output grammar the text is the decode alone (no clean-up, no strip): the
+// grammar fixed those bytes, spaces included.
 
 import { performance } from 'node:perf_hooks';
 import { EventChannel } from './event-channel.js';
+import type { GrammarConstraint } from './grammar.js';
 import { logprobsOf } from './logprobs.js';
 import type { Detokenizer, ModelPort } from './model-port.js';
 import { Sampler } from './sampler.js';
@@ -45,11 +48,19 @@ export class Sequence {
   private readonly sampler: Sampler;
   private readonly detokenizer: Detokenizer;
   private readonly stops: StopStringMatcher;
+  private readonly constraint: GrammarConstraint | null;
   private pendingIds: number[] = [];
   private pendingLogprobs: TokenLogprob[] = [];
   private readonly times: { arrival: number; queued: number; admitted: number; firstToken: number };
 
-  constructor(seqId: number, request: GenerationRequest, prompt: PreparedPrompt, model: ModelPort, arrival: number) {
+  constructor(
+    seqId: number,
+    request: GenerationRequest,
+    prompt: PreparedPrompt,
+    model: ModelPort,
+    arrival: number,
+    constraint: GrammarConstraint | null = null,
+  ) {
     this.seqId = seqId;
     this.request = request;
     this.prompt = prompt;
@@ -57,8 +68,9 @@ export class Sequence {
     this.maxNewTokens = Math.min(request.maxTokens ?? Infinity, model.maxContext - prompt.length);
     this.stopTokens = new Set(model.stopTokenIds);
     const textIds = prompt.ids.filter((id) => id >= 0);
-    this.sampler = new Sampler(request.sampling, textIds);
-    this.detokenizer = model.createDetokenizer();
+    this.constraint = constraint;
+    this.sampler = new Sampler(request.sampling, textIds, constraint);
+    this.detokenizer = model.createDetokenizer({ raw: constraint !== null });
     this.stops = new StopStringMatcher(request.stop);
     this.times = { arrival, queued: performance.now(), admitted: 0, firstToken: 0 };
   }
@@ -89,16 +101,40 @@ export class Sequence {
     return this.prompt.length - this.prefilled;
   }
 
-  /** Turns one row of logits into the next token, text and events; returns true when finished. */
+  /** Pending while the grammar's mask for the next token is being computed; null otherwise. */
+  get maskReady(): Promise<void> | null {
+    return this.constraint?.ready ?? null;
+  }
+
+  /**
+   * Turns one row of logits into the next token, text and events; returns true when finished
+   * (a grammar that fails also finishes the sequence, with an error).
+   */
   accept(logits: Float32Array, now: number): boolean {
+    try {
+      return this.acceptToken(logits, now);
+    } catch (err) {
+      if (this.constraint?.error) {
+        this.fail(this.constraint.error);
+        return true;
+      }
+      throw err;
+    }
+  }
+
+  private acceptToken(logits: Float32Array, now: number): boolean {
     // 1. choose the token
     const token = this.sampler.sample(logits);
     this.generated.push(token);
     if (this.generated.length === 1) this.times.firstToken = now;
     this.state = 'decode';
 
-    // 2. EOS ends generation; it is counted but has no text, id or logprob in the stream
+    // 2. EOS ends generation; it is counted but has no text, id or logprob in the stream. A
+    //    grammar allows it only where the answer is complete (never with ignore_eos).
     if (this.stopTokens.has(token) && !this.request.ignoreEos) return this.finish('stop', now);
+    // A grammar that is complete allows nothing more: the answer ends without a decoder step
+    // spent on a stop token.
+    const complete = this.constraint?.advance(token) ?? false;
     this.pendingIds.push(token);
     if (this.request.logprobs !== null) this.pendingLogprobs.push(this.tokenLogprob(logits, token));
 
@@ -108,6 +144,7 @@ export class Sequence {
     // One delta per token, its text possibly empty (held back): consumers see every token when
     // it is generated (its logprob, the inter-token latency), even inside a long byte run.
     this.emit(r.text);
+    if (complete) return this.finish('stop', now);
 
     // 4. length limit
     if (this.generated.length >= this.maxNewTokens) return this.finish('length', now);

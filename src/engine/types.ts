@@ -33,7 +33,20 @@ export interface GenerationRequest {
   ignoreEos: boolean; // benchmark extension: keep generating past EOS
   logprobs: number | null; // null: none; 0..20: chosen token plus that many alternatives
   deadlineMs: number | null; // absolute Date.now() deadline, null for none
+  /** Structured output: every generated token keeps the answer inside this grammar. */
+  constraint?: OutputConstraint | null;
 }
+
+/**
+ * A grammar the answer must follow (src/engine/grammar.ts); `param` names the request field it
+ * came from, for errors. JSON mode (any object) is the schema {"type": "object"}.
+ */
+export type OutputConstraint = { param: string } & (
+  | { type: 'json_schema'; schema: unknown }
+  | { type: 'regex'; pattern: string } // Rust regex syntax, matched against the whole answer
+  | { type: 'choice'; choices: string[] } // exactly one of these strings
+  | { type: 'grammar'; grammar: string } // llguidance's Lark dialect
+);
 
 export type FinishReason = 'stop' | 'length' | 'cancelled' | 'deadline';
 

@@ -104,12 +104,12 @@ interface TextStage {
   flush(): string;
 }
 
-/** The answer stream of one generated sequence. */
+/** The answer stream of one generated sequence; `raw`: the decode stage alone (no clean-up, no strip). */
 export class AnswerTextStream {
   private readonly decode: DecodeStream;
   private readonly stages: TextStage[] = [];
 
-  constructor(table: TokenByteTable, settings: TokenizerSettings = DEFAULT_TOKENIZER_SETTINGS) {
+  constructor(table: TokenByteTable, settings: TokenizerSettings = DEFAULT_TOKENIZER_SETTINGS, raw = false) {
     this.decode = new DecodeStream(table, {
       skipSpecialTokens: true,
       byteFallback: settings.byte_fallback,
@@ -118,6 +118,7 @@ export class AnswerTextStream {
       addedTokenSeparator: settings.added_token_separator,
       addedTokenMetaspace: settings.added_token_metaspace,
     });
+    if (raw) return;
     if (settings.clean_up_tokenization_spaces) this.stages.push(new CleanUpStream());
     if (settings.strip_answer) this.stages.push(new AnswerStrip());
   }

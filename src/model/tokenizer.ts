@@ -75,8 +75,8 @@ export class TextTokenizer {
   }
 
   /** A stream of the answer text of one generated sequence, as the reference prints it (answer-text.ts). */
-  createAnswerStream(): AnswerTextStream {
-    return new AnswerTextStream(this.table, this.settings);
+  createAnswerStream(options?: { raw?: boolean }): AnswerTextStream {
+    return new AnswerTextStream(this.table, this.settings, options?.raw ?? false);
   }
 
   /** HF's `tokenizer.decode(ids, skip_special_tokens)`. */
