@@ -140,7 +140,7 @@ function simpleForm(fields: Map<string, string[]>, files: { field: string; data:
     });
   }
   // Text fields take their JSON types from the form's schema, then the schema checks them.
-  const properties = (spec.schema('ChatCompletionSimpleForm').properties ?? {}) as Record<string, { type?: string }>;
+  const properties = (spec.schema('ChatCompletionSimpleForm').properties ?? {}) as Record<string, { type?: string; contentMediaType?: string }>;
   const form: Record<string, unknown> = {};
   for (const [name, values] of fields) {
     const type = properties[name]?.type;
@@ -167,6 +167,16 @@ function simpleForm(fields: Map<string, string[]>, files: { field: string; data:
     ],
   };
   if (include_usage !== undefined) body.stream_options = { include_usage };
+  // JSON text fields (response_format, guided_json) become the values the JSON request would
+  // carry; the request's schema checks them next.
+  for (const [name, p] of Object.entries(properties)) {
+    if (p.contentMediaType !== 'application/json' || typeof body[name] !== 'string') continue;
+    try {
+      body[name] = JSON.parse(body[name] as string);
+    } catch (err) {
+      throw new ApiError('invalid_json', `the field ${JSON.stringify(name)} is not valid JSON: ${(err as Error).message}`, { param: name });
+    }
+  }
   return { body, uploads };
 }
 

@@ -169,8 +169,10 @@ export interface components {
     schemas: {
         /**
          * @description OpenAI's chat completion request, less tools, plus the extensions `top_k`, `min_p`,
-         *     `repetition_penalty` (vLLM's) and `ignore_eos`. Unknown fields are refused rather than
-         *     ignored, so that a misspelt parameter is never silently dropped.
+         *     `repetition_penalty`, `guided_json`, `guided_regex`, `guided_choice`, `guided_grammar`
+         *     (vLLM's) and `ignore_eos`. Unknown fields are refused rather than ignored, so that a
+         *     misspelt parameter is never silently dropped. At most one structured-output constraint
+         *     (`response_format` json_object or json_schema, or one `guided_*` field) per request.
          */
         ChatCompletionRequest: {
             /** @description Must be the served model's id (see /v1/models); may be omitted. */
@@ -220,6 +222,20 @@ export interface components {
             /** @description Alternatives per token; needs logprobs true. */
             top_logprobs?: number;
             response_format?: components["schemas"]["ResponseFormat"];
+            /**
+             * @description vLLM's extension: the answer is JSON that validates against this JSON Schema (an
+             *     object, or its JSON text). The same as response_format json_schema.
+             */
+            guided_json?: Record<string, never> | string;
+            /** @description vLLM's extension: the whole answer matches this regular expression (Rust regex syntax). */
+            guided_regex?: string;
+            /** @description vLLM's extension: the answer is exactly one of these strings. */
+            guided_choice?: string[];
+            /**
+             * @description vLLM's extension: the answer follows this context-free grammar, in llguidance's Lark
+             *     syntax (rules `name: ...`, "strings", /regexes/, `start` is the top rule).
+             */
+            guided_grammar?: string;
             /** @description Accepted for compatibility; not used. */
             user?: string;
             /**
@@ -271,12 +287,48 @@ export interface components {
             /** @default false */
             include_usage?: boolean;
         };
-        ResponseFormat: {
+        /**
+         * @description `text` (the default), `json_object` (any JSON object, OpenAI's JSON mode) or
+         *     `json_schema` (JSON that validates against the schema). Decoding is constrained token by
+         *     token, so the answer keeps to the format unless max_tokens cuts it (finish_reason
+         *     length).
+         */
+        ResponseFormat: components["schemas"]["ResponseFormatText"] | components["schemas"]["ResponseFormatJsonObject"] | components["schemas"]["ResponseFormatJsonSchema"];
+        ResponseFormatText: {
             /**
-             * @description Only plain text; JSON modes are not supported.
+             * @description discriminator enum property added by openapi-typescript
              * @enum {string}
              */
             type: "text";
+        };
+        ResponseFormatJsonObject: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "json_object";
+        };
+        ResponseFormatJsonSchema: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "json_schema";
+            json_schema: components["schemas"]["JsonSchemaFormat"];
+        };
+        JsonSchemaFormat: {
+            /** @description The format's name (OpenAI's rule: letters, digits, _ and -, at most 64). */
+            name: string;
+            /** @description Accepted for compatibility; the model is not shown it. */
+            description?: string;
+            /**
+             * @description The JSON Schema the answer validates against; omitted, any JSON value. Keywords the
+             *     grammar engine cannot enforce are refused with a 400 naming them (README,
+             *     "Structured outputs").
+             */
+            schema?: Record<string, never>;
+            /** @description Accepted for compatibility; the schema is always enforced. */
+            strict?: boolean | null;
         };
         /**
          * @description The multipart/form-data form of a chat completion, for uploads: either the simple form
@@ -295,7 +347,8 @@ export interface components {
         /**
          * @description `prompt` (one user message), optional `system`, up to MAX_IMAGES (default 4) `image`
          *     files (shown to the model before the prompt, in order) and the scalar parameters below
-         *     as text fields (`stop` may repeat, `include_usage` stands for stream_options.include_usage).
+         *     as text fields (`stop` and `guided_choice` may repeat, `include_usage` stands for
+         *     stream_options.include_usage, `response_format` and `guided_json` are JSON text).
          */
         ChatCompletionSimpleForm: {
             prompt: string;
@@ -320,6 +373,13 @@ export interface components {
             top_logprobs?: number;
             user?: string;
             ignore_eos?: boolean;
+            /** @description A ResponseFormat as JSON text, e.g. {"type":"json_object"}. */
+            response_format?: string;
+            /** @description A JSON Schema as JSON text. */
+            guided_json?: string;
+            guided_regex?: string;
+            guided_choice?: string[];
+            guided_grammar?: string;
         };
         /**
          * @description A `request` field holding a complete ChatCompletionRequest as JSON, whose image parts

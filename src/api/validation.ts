@@ -3,7 +3,7 @@
 // response needs. The rules that a schema cannot say live here (images only in user messages,
 // the image count, fields that only make sense together); each throws a 400 naming the field.
 
-import type { ChatMessage, ContentPart, GenerationRequest } from '../engine/types.js';
+import type { ChatMessage, ContentPart, GenerationRequest, OutputConstraint } from '../engine/types.js';
 import { ApiError } from './errors.js';
 import { imageFromUrl, type Uploads } from './image-url.js';
 import type { Schemas } from './openapi.js';
@@ -86,6 +86,7 @@ export function planChatCompletion(body: ChatCompletionRequest, ctx: PlanContext
     ignoreEos: body.ignore_eos ?? false,
     logprobs: logprobs ? (body.top_logprobs ?? 0) : null,
     deadlineMs,
+    constraint: outputConstraint(body),
   };
   const requests = Array.from({ length: n }, (_, i): GenerationRequest => ({
     ...base,
@@ -112,6 +113,42 @@ export function planChatCompletion(body: ChatCompletionRequest, ctx: PlanContext
     imageParams,
     remote,
   };
+}
+
+/**
+ * The structured-output constraint: response_format json_object / json_schema, or one of vLLM's
+ * guided_* fields; at most one of them. The engine compiles it (and refuses what it cannot).
+ */
+function outputConstraint(body: ChatCompletionRequest): OutputConstraint | null {
+  const found: OutputConstraint[] = [];
+  const rf = body.response_format;
+  if (rf?.type === 'json_object') found.push({ type: 'json_schema', schema: { type: 'object' }, param: 'response_format' });
+  if (rf?.type === 'json_schema') {
+    found.push({ type: 'json_schema', schema: rf.json_schema.schema ?? {}, param: 'response_format.json_schema.schema' });
+  }
+  if (body.guided_json !== undefined) {
+    let schema: unknown = body.guided_json;
+    if (typeof schema === 'string') {
+      try {
+        schema = JSON.parse(schema);
+      } catch (err) {
+        throw new ApiError('invalid_request', `guided_json is not valid JSON: ${(err as Error).message}`, { param: 'guided_json' });
+      }
+    }
+    found.push({ type: 'json_schema', schema, param: 'guided_json' });
+  }
+  if (body.guided_regex !== undefined) found.push({ type: 'regex', pattern: body.guided_regex, param: 'guided_regex' });
+  if (body.guided_choice !== undefined) found.push({ type: 'choice', choices: body.guided_choice, param: 'guided_choice' });
+  if (body.guided_grammar !== undefined) found.push({ type: 'grammar', grammar: body.guided_grammar, param: 'guided_grammar' });
+  if (found.length > 1) {
+    const name = (c: OutputConstraint): string => c.param.split('.')[0];
+    throw new ApiError(
+      'invalid_request',
+      `${name(found[0])} and ${name(found[1])} both constrain the answer; send one structured-output constraint`,
+      { param: name(found[1]) },
+    );
+  }
+  return found[0] ?? null;
 }
 
 function seedFor(seed: number, i: number): number {

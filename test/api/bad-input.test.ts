@@ -60,7 +60,16 @@ const CASES: Case[] = [
   { name: 'top_logprobs without logprobs', body: chatBody({ top_logprobs: 2 }), status: 400, code: 'invalid_request', param: 'top_logprobs' },
   { name: 'stream_options without stream', body: chatBody({ stream_options: { include_usage: true } }), status: 400, code: 'invalid_request', param: 'stream_options' },
   { name: 'max_tokens and max_completion_tokens disagree', body: chatBody({ max_tokens: 5, max_completion_tokens: 6 }), status: 400, code: 'invalid_request', param: 'max_completion_tokens' },
-  { name: 'a JSON response format', body: chatBody({ response_format: { type: 'json_object' } }), status: 400, code: 'invalid_request', param: 'response_format.type' },
+  // structured outputs (what the grammar engine refuses is in structured.test.ts)
+  { name: 'an unknown response format', body: chatBody({ response_format: { type: 'xml' } }), status: 400, code: 'invalid_request', param: 'response_format.type' },
+  { name: 'json_schema without a name', body: chatBody({ response_format: { type: 'json_schema', json_schema: { schema: {} } } }), status: 400, code: 'invalid_request', param: 'response_format.json_schema.name' },
+  { name: 'a json_schema name with spaces', body: chatBody({ response_format: { type: 'json_schema', json_schema: { name: 'my schema' } } }), status: 400, code: 'invalid_request', param: 'response_format.json_schema.name' },
+  { name: 'a schema that is not an object', body: chatBody({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: 'string' } } }), status: 400, code: 'invalid_request', param: 'response_format.json_schema.schema' },
+  { name: 'guided_json of the wrong type', body: chatBody({ guided_json: 5 }), status: 400, code: 'invalid_request', param: 'guided_json' },
+  { name: 'guided_json text that is not JSON', body: chatBody({ guided_json: '{"type": ' }), status: 400, code: 'invalid_request', param: 'guided_json' },
+  { name: 'an empty guided_choice', body: chatBody({ guided_choice: [] }), status: 400, code: 'invalid_request', param: 'guided_choice' },
+  { name: 'an empty guided_regex', body: chatBody({ guided_regex: '' }), status: 400, code: 'invalid_request', param: 'guided_regex' },
+  { name: 'two constraints at once', body: chatBody({ guided_json: {}, guided_choice: ['a'] }), status: 400, code: 'invalid_request', param: 'guided_choice' },
   { name: 'another model', body: chatBody({ model: 'gpt-4o' }), status: 404, code: 'model_not_found', param: 'model' },
   // images
   { name: 'invalid base64', body: user([{ type: 'image_url', image_url: { url: png('iVBORw0K$$$GgoAAAA') } }]), status: 400, code: 'invalid_image_url', param: 'messages[0].content[0].image_url.url' },
