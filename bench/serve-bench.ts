@@ -8,6 +8,9 @@
 //    alone and the runtime's decode step time (decode-steps.ts) for each, reported as ratios.
 // All of it runs in one invocation because these machines are noisy: ratios are only meaningful
 // within one run. Writes <out>/<date>-<model>.json and .md.
+// With --json-schema FILE, only the structured-outputs comparison runs instead (engine alone,
+// with and without the schema, batch 1 and the largest concurrency: structured-bench.ts),
+// written to <out>/<date>-<model>-structured.json and .md.
 
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
@@ -19,6 +22,8 @@ import type { RuntimeKind } from '../src/runtime/worker-protocol.js';
 import { loadDecoder, packageDecoder, timeDecodeSteps, type StepTiming } from './decode-steps.js';
 import { ServerProcess } from './server-process.js';
 import { median, percentile, round, steadyDecodeRate } from './stats.js';
+import { benchRequest } from './engine-request.js';
+import { structuredComparison, structuredMarkdown, type StructuredOptions } from './structured-bench.js';
 
 const roundOrNull = (x: number | null): number | null => (x === null ? null : round(x));
 import { streamChat, type StreamResult } from './stream-client.js';
@@ -38,6 +43,7 @@ interface Options {
   /** The first one is the main run (the unbatched sweep runs for it alone). */
   runtimes: RuntimeKind[];
   stepPast: number;
+  jsonSchema: string | null;
 }
 
 interface LevelResult {
@@ -75,13 +81,15 @@ function parseOptions(argv: string[]): Options {
       quick: { type: 'boolean' },
       runtime: { type: 'string' },
       'step-past': { type: 'string' },
+      'json-schema': { type: 'string' },
       help: { type: 'boolean' },
     },
   });
   if (values.help || !values.model) {
     console.log(`usage: npm run bench -- --model DIR [--concurrency 1,2,4,8,16] [--output-tokens 64]
   [--requests-per-stream 2] [--image FILE] [--prompt TEXT] [--out bench/results] [--threads N]
-  [--no-unbatched] [--image-cache] [--quick] [--runtime native,js] [--step-past 800]`);
+  [--no-unbatched] [--image-cache] [--quick] [--runtime native,js] [--step-past 800]
+  [--json-schema FILE]`);
     process.exit(values.help ? 0 : 2);
   }
   const quick = Boolean(values.quick);
@@ -99,6 +107,7 @@ function parseOptions(argv: string[]): Options {
     quick,
     runtimes: parseRuntimes(values.runtime ?? 'native,js'),
     stepPast: Number(values['step-past'] ?? (quick ? 64 : 800)),
+    jsonSchema: values['json-schema'] ? resolve(values['json-schema']) : null,
   };
 }
 
@@ -191,16 +200,7 @@ async function engineAlone(o: Options, env: Record<string, string>, batch: numbe
   await engine.ready();
   const image = new Uint8Array(readFileSync(o.image));
   let n = 0;
-  const request = (): GenerationRequest => ({
-    id: `bench-${n++}`,
-    messages: [{ role: 'user', content: [{ type: 'image', data: image }, { type: 'text', text: o.prompt }] }],
-    sampling: { temperature: 0, topP: 1, topK: 0, minP: 0, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 0 },
-    maxTokens: o.outputTokens,
-    stop: [],
-    ignoreEos: true,
-    logprobs: null,
-    deadlineMs: null,
-  });
+  const request = (): GenerationRequest => benchRequest(`bench-${n++}`, image, o.prompt, o.outputTokens);
   /** Runs one generation and returns its arrival time and token timestamps (seconds). */
   const run = async () => {
     const t0 = performance.now() / 1000;
@@ -364,8 +364,45 @@ async function decodeSteps(o: Options, runtime: RuntimeKind): Promise<StepTiming
   }
 }
 
+/** A file name under o.out that no earlier run of the day took: <date>-<name>[-2, -3...]. */
+function reportStem(o: Options, date: string, name: string): string {
+  const base = join(o.out, `${date.slice(0, 10)}-${name}`);
+  let stem = base;
+  for (let n = 2; existsSync(`${stem}.json`); n++) stem = `${base}-${n}`;
+  return stem;
+}
+
+function writeReport(stem: string, report: unknown, md: string): void {
+  writeFileSync(`${stem}.json`, JSON.stringify(report, null, 2) + '\n');
+  writeFileSync(`${stem}.md`, md);
+  console.log(md);
+  console.error(`wrote ${stem}.json and ${stem}.md`);
+}
+
+async function structuredMain(o: Options, schemaFile: string): Promise<void> {
+  const so: StructuredOptions = {
+    model: o.model,
+    schemaFile,
+    image: o.image,
+    prompt: o.prompt,
+    outputTokens: o.outputTokens,
+    rounds: o.requestsPerStream,
+    batch: Math.max(...o.concurrency),
+    threads: o.threads,
+  };
+  const result = await structuredComparison(so);
+  const manifest = JSON.parse(readFileSync(join(o.model, 'manifest.json'), 'utf8'));
+  const precision = manifest.quantization ? manifest.quantization.method : manifest.dtype;
+  const name = `${manifest.name}-${precision}-structured${o.quick ? '-quick' : ''}`;
+  const date = new Date().toISOString();
+  const machine = `${(process.env.BENCH_MACHINE ?? '').trim() || 'this machine'} (node ${process.version})`;
+  mkdirSync(o.out, { recursive: true });
+  writeReport(reportStem(o, date, name), { model: manifest.name, date, machine, options: so, ...result }, structuredMarkdown(manifest.name, date, machine, result, so));
+}
+
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
+  if (o.jsonSchema) return structuredMain(o, o.jsonSchema);
   // Every request sends the same image; without --image-cache the server's image embedding cache
   // is off so that each request pays for its vision encoder, as distinct images would.
   const env: Record<string, string> = {
@@ -389,13 +426,7 @@ async function main(): Promise<void> {
   const mode = o.quick ? '-quick' : o.imageCache ? '-image-cache' : '';
   const name = report.model.endsWith(`-${precision}`) ? report.model : `${report.model}-${precision}`;
   // A repeated run on the same day gets -2, -3...: runs are repeated for medians (bench:summary).
-  const base = join(o.out, `${report.date.slice(0, 10)}-${name}${mode}`);
-  let stem = base;
-  for (let n = 2; existsSync(`${stem}.json`); n++) stem = `${base}-${n}`;
-  writeFileSync(`${stem}.json`, JSON.stringify(report, null, 2) + '\n');
-  writeFileSync(`${stem}.md`, markdown(report));
-  console.log(markdown(report));
-  console.error(`wrote ${stem}.json and ${stem}.md`);
+  writeReport(reportStem(o, report.date, `${name}${mode}`), report, markdown(report));
 }
 
 main().catch((err) => {

@@ -59,3 +59,38 @@ test('bench --quick writes JSON and Markdown with every measurement', { timeout:
     rmSync(out, { recursive: true, force: true });
   }
 });
+
+test('bench --json-schema --quick compares decoding with and without the schema in one report', { timeout: 120_000 }, async () => {
+  const out = mkdtempSync(join(tmpdir(), 'bench-'));
+  try {
+    await promisify(execFile)(
+      process.execPath,
+      [
+        join(root, 'dist', 'bench', 'serve-bench.js'),
+        '--quick',
+        '--model',
+        join(root, 'test/fixtures/packages/tiny-random-qwen2-siglip'),
+        '--json-schema',
+        join(root, 'bench/schemas/receipt.json'),
+        '--concurrency',
+        '1,4',
+        '--output-tokens',
+        '16',
+        '--out',
+        out,
+      ],
+      { cwd: root, timeout: 110_000 },
+    );
+    const files = readdirSync(out).sort();
+    assert.equal(files.length, 2);
+    assert.match(files[0], /tiny-random-qwen2-siglip-fp32-structured-quick\.json$/);
+    const report = JSON.parse(readFileSync(join(out, files[0]), 'utf8'));
+    assert.equal(report.batch, 4);
+    for (const x of [report.plain.decodeB1, report.schema.decodeB1, report.ratioB1]) assert.ok(Number.isFinite(x) && x > 0, String(x));
+    assert.equal(report.schema.answers, report.rounds * 5);
+    assert.ok(report.schema.meanTokens > 0 && report.schema.meanTokens <= 16);
+    assert.match(readFileSync(join(out, files[1]), 'utf8'), /\| \*\*constrained \/ unconstrained\*\* \|/);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
