@@ -141,7 +141,7 @@ async function main(): Promise<void> {
     let trieCallMs = 0;
     const load = await stallWhile(async () => {
       const t0 = performance.now();
-      const pending = loadGrammarTokenizer(json, rows, []);
+      const pending = loadGrammarTokenizer(input.path, rows, []);
       trieCallMs = performance.now() - t0;
       const tok = await pending;
       return { tok, ms: performance.now() - t0 };

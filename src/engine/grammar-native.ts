@@ -37,7 +37,7 @@ export interface GrammarMatcher {
 }
 
 interface Addon {
-  loadTokenizer(tokenizerJson: Buffer, logitRows: number, stopTokens: number[]): Promise<GrammarTokenizer>;
+  loadTokenizer(tokenizerPath: string, logitRows: number, stopTokens: number[]): Promise<GrammarTokenizer>;
 }
 
 export const ADDON_PATH = fileURLToPath(new URL('../../../native/build/grammar.node', import.meta.url));
@@ -55,10 +55,11 @@ function load(): Addon {
 }
 
 /**
- * The token trie of one model from its tokenizer.json. `logitRows` is the decoder's vocabulary
+ * The token trie of one model from its tokenizer.json (read off the event loop, like all of
+ * the work here). `logitRows` is the decoder's vocabulary
  * (rows past the tokenizer are never allowed); `stopTokens` end generation and are allowed
  * exactly where the grammar accepts.
  */
-export function loadGrammarTokenizer(tokenizerJson: Buffer, logitRows: number, stopTokens: readonly number[]): Promise<GrammarTokenizer> {
-  return load().loadTokenizer(tokenizerJson, logitRows, [...stopTokens]);
+export function loadGrammarTokenizer(tokenizerPath: string, logitRows: number, stopTokens: readonly number[]): Promise<GrammarTokenizer> {
+  return load().loadTokenizer(tokenizerPath, logitRows, [...stopTokens]);
 }

@@ -12,7 +12,6 @@
 // max_tokens on newlines. A schema's own top-level "x-guidance" options override that.
 
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { EngineError } from './errors.js';
 import { loadGrammarTokenizer, type CompiledGrammar, type GrammarMatcher, type GrammarTokenizer } from './grammar-native.js';
 import type { LogitsMask } from './sampler.js';
@@ -104,7 +103,7 @@ export class Grammars {
     this.tokenizer ??= (async () => {
       const v = this.vocabulary;
       try {
-        return await loadGrammarTokenizer(await readFile(v.tokenizerPath), v.logitRows, v.stopTokenIds);
+        return await loadGrammarTokenizer(v.tokenizerPath, v.logitRows, v.stopTokenIds);
       } catch (err) {
         throw new EngineError('invalid_request', `structured outputs are not available for this model: ${(err as Error).message}`);
       }

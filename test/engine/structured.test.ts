@@ -281,7 +281,7 @@ for (const name of goldenPackages()) {
       const json = readFileSync(join(dir, 'tokenizer.json'));
       const table = buildTokenByteTable(JSON.parse(json.toString('utf8')));
       const rows: number = manifest.text.vocab_size;
-      const trie = await loadGrammarTokenizer(json, rows, manifest.text.eos_token_ids);
+      const trie = await loadGrammarTokenizer(join(dir, 'tokenizer.json'), rows, manifest.text.eos_token_ids);
       assert.equal(trie.vocabSize, Math.max(rows, table.bytes.length));
       let special = 0;
       for (let id = 0; id < trie.vocabSize; id++) {

@@ -54,7 +54,7 @@ pub struct GrammarTokenizer {
 }
 
 pub struct LoadTokenizer {
-    json: Vec<u8>,
+    path: String,
     logit_rows: u32,
     stop_tokens: Vec<u32>,
 }
@@ -66,8 +66,9 @@ impl Task for LoadTokenizer {
     fn compute(&mut self) -> Result<Self::Output> {
         let logit_rows = self.logit_rows as usize;
         let stop_tokens = std::mem::take(&mut self.stop_tokens);
-        let json = std::mem::take(&mut self.json);
+        let path = std::mem::take(&mut self.path);
         guarded("loading the tokenizer", move || {
+            let json = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
             let mut tok = ByteTokenizer::from_json_bytes(&json)?;
             let size = tok.tokrx_info().vocab_size as usize;
             if let Some(&bad) = stop_tokens.iter().find(|&&t| t as usize >= size) {
@@ -90,12 +91,12 @@ impl Task for LoadTokenizer {
     }
 }
 
-/// Builds the token trie from a HF tokenizer.json (byte-level BPE or SentencePiece with byte
-/// fallback). `stopTokens` are the ids that end generation: the grammar allows them exactly
-/// where it accepts.
+/// Builds the token trie from a HF tokenizer.json file (byte-level BPE or SentencePiece with
+/// byte fallback), reading it on the pool thread too. `stopTokens` are the ids that end
+/// generation: the grammar allows them exactly where it accepts.
 #[napi(ts_return_type = "Promise<GrammarTokenizer>")]
-pub fn load_tokenizer(tokenizer_json: Buffer, logit_rows: u32, stop_tokens: Vec<u32>) -> AsyncTask<LoadTokenizer> {
-    AsyncTask::new(LoadTokenizer { json: tokenizer_json.to_vec(), logit_rows, stop_tokens })
+pub fn load_tokenizer(tokenizer_path: String, logit_rows: u32, stop_tokens: Vec<u32>) -> AsyncTask<LoadTokenizer> {
+    AsyncTask::new(LoadTokenizer { path: tokenizer_path, logit_rows, stop_tokens })
 }
 
 pub struct Compile {
