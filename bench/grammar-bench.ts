@@ -6,6 +6,9 @@
 // `*StallMs`, the longest lateness of a 1 ms timer meanwhile, also counts a busy machine's
 // scheduling delays, so it is an upper bound.
 //
+// maskComputeMs is the mask's time on the pool thread, maskAwaitMs the time until the event loop
+// has it (the thread pool's round trip included).
+//
 // The answer is walked by taking, at every step, the longest allowed token whose bytes continue
 // the sample text, so that any tokenizer can follow any sample the grammar accepts.
 
@@ -93,13 +96,15 @@ async function walk(tok: GrammarTokenizer, m: GrammarMatcher, text: string, rows
   const tokenBytes = Array.from({ length: tok.vocabSize }, (_, i) => tok.tokenBytes(i));
   const row = new Float32Array(rows);
   const mask: number[] = [];
+  const compute: number[] = [];
   const apply: number[] = [];
   const consume: number[] = [];
   let at = 0;
   let stalls = 0;
   while (at < bytes.length) {
     const t0 = performance.now();
-    const { stallMs } = await stallWhile(() => m.computeMask());
+    const { value: computeMs, stallMs } = await stallWhile(() => m.computeMask());
+    compute.push(computeMs);
     const t1 = performance.now();
     stalls = Math.max(stalls, stallMs);
     row.fill(0);
@@ -120,7 +125,7 @@ async function walk(tok: GrammarTokenizer, m: GrammarMatcher, text: string, rows
     consume.push(t4 - t3);
     at += tokenBytes[best].length;
   }
-  return { tokens: mask.length, maskMs: stats(mask), applyMs: stats(apply), consumeMs: stats(consume), maskStallMs: stalls };
+  return { tokens: mask.length, maskComputeMs: stats(compute), maskAwaitMs: stats(mask), applyMs: stats(apply), consumeMs: stats(consume), maskStallMs: stalls };
 }
 
 async function main(): Promise<void> {

@@ -22,8 +22,8 @@ export interface CompiledGrammar {
 }
 
 export interface GrammarMatcher {
-  /** Computes the allowed tokens at the current position, off the event loop. */
-  computeMask(): Promise<void>;
+  /** Computes the allowed tokens at the current position, off the event loop; resolves with the ms it took there. */
+  computeMask(): Promise<number>;
   /** Advances by one allowed token; true when the grammar is complete (only a stop token may follow). */
   consume(token: number): boolean;
   /**

@@ -103,7 +103,7 @@ describe('Grammars', () => {
 
 describe('GrammarConstraint failures', () => {
   const failing = (failMask: boolean): GrammarMatcher => ({
-    computeMask: () => (failMask ? Promise.reject(new Error('parser limit reached')) : Promise.resolve()),
+    computeMask: () => (failMask ? Promise.reject(new Error('parser limit reached')) : Promise.resolve(0)),
     consume: () => {
       throw new Error('token not allowed');
     },

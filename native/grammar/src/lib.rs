@@ -207,25 +207,27 @@ pub struct ComputeMask {
 }
 
 impl Task for ComputeMask {
-    type Output = ();
-    type JsValue = ();
+    type Output = f64;
+    type JsValue = f64;
 
     fn compute(&mut self) -> Result<Self::Output> {
+        let start = std::time::Instant::now();
         let mut s = lock(&self.state);
         let mask = guarded("computing the token mask", || s.matcher.compute_mask_or_eos())?;
         s.mask = Some(mask);
-        Ok(())
+        Ok(start.elapsed().as_secs_f64() * 1000.0)
     }
 
-    fn resolve(&mut self, _env: Env, _output: Self::Output) -> Result<Self::JsValue> {
-        Ok(())
+    fn resolve(&mut self, _env: Env, ms: Self::Output) -> Result<Self::JsValue> {
+        Ok(ms)
     }
 }
 
 #[napi]
 impl GrammarMatcher {
-    /// Computes the mask of the current position on the libuv thread pool.
-    #[napi(ts_return_type = "Promise<void>")]
+    /// Computes the mask of the current position on the libuv thread pool; resolves with the
+    /// milliseconds it took there (lock wait included).
+    #[napi(ts_return_type = "Promise<number>")]
     pub fn compute_mask(&self) -> AsyncTask<ComputeMask> {
         AsyncTask::new(ComputeMask { state: self.state.clone() })
     }
