@@ -54,6 +54,50 @@ CONVERSATIONS = [
 ]
 
 
+def assert_table_stored_once(result):
+    """The LM head is the input embedding, and the package holds that table once: in
+    embed_tokens' data file, which the decoder's Gemm reads too."""
+    import onnx
+    from onnx import numpy_helper
+    m, onnx_dir = result.manifest, (result.out_dir / result.manifest["files"]["decoder"]).parent
+    V, D = m["text"]["vocab_size"], m["text"]["hidden_size"]
+    embed_path, dec_path = result.out_dir / m["files"]["embed_tokens"], result.out_dir / m["files"]["decoder"]
+    embed = numpy_helper.to_array(onnx.load(str(embed_path)).graph.initializer[0], base_dir=str(onnx_dir))
+    assert embed.shape == (V, D)
+    dec = onnx.load(str(dec_path), load_external_data=False)
+    big = [t for t in dec.graph.initializer if sorted(t.dims) == sorted([V, D])]
+    assert len(big) == 1  # one output projection
+    info = {e.key: e.value for e in big[0].external_data}
+    assert info["location"] == embed_path.name + "_data"  # the embedding's own bytes
+    assert np.array_equal(numpy_helper.to_array(big[0], base_dir=str(onnx_dir)), embed)
+    assert [n.op_type for n in dec.graph.node if big[0].name in n.input] == ["Gemm"]
+    table = embed.nbytes
+    assert (onnx_dir / (embed_path.name + "_data")).stat().st_size == table
+    # Nothing else holds a copy, as it is or transposed (the untied head's layout).
+    copies = (embed.tobytes()[:4096], np.ascontiguousarray(embed.T).tobytes()[:4096])
+    for p in onnx_dir.iterdir():
+        if p.name != embed_path.name + "_data":
+            data = p.read_bytes()
+            assert not any(c in data for c in copies), p.name
+
+
+def test_tied_embedding_bytes_are_stored_once_in_fp16_too(tmp_path):
+    ckpt = O.write_factory(O.FACTORY_QWEN2_TIED, tmp_path)
+    result = run_export(tmp_path / "pkg", checkpoint=ckpt, dtype="fp16", quiet=True)
+    assert result.parity.passed
+    assert_table_stored_once(result)
+    assert result.manifest["files"]["decoder"].endswith("_fp16.onnx")
+
+
+def test_int4_keeps_the_head_apart(tmp_path):
+    """int4 quantises the head (MatMulNBits) but not the embedding: the two differ, both stay."""
+    ckpt = O.write_factory(O.FACTORY_QWEN2_TIED, tmp_path)
+    result = run_export(tmp_path / "pkg", checkpoint=ckpt, quantize="int4", quiet=True)
+    assert result.parity.passed
+    onnx_dir = (result.out_dir / result.manifest["files"]["decoder"]).parent
+    assert not [p for p in onnx_dir.iterdir() if p.name.endswith("_data")]
+
+
 @pytest.fixture(scope="module")
 def factory_exports(tmp_path_factory):
     out = {}
@@ -86,17 +130,8 @@ def test_factory_tied_embeddings_are_tied_in_the_graph_not_duplicated(factory_ex
         keys = set(f.keys())
     assert "language_model.lm_head.weight" not in keys  # dropped by save_pretrained (shared tensor)
     assert {"connector._connector.weight", "connector._connector.bias"} <= keys  # a bare nn.Linear
-    import onnx
-    from onnx import numpy_helper
+    assert_table_stored_once(result)
     m = result.manifest
-    embed = numpy_helper.to_array(onnx.load(str(result.out_dir / m["files"]["embed_tokens"])).graph.initializer[0])
-    V, D = m["text"]["vocab_size"], m["text"]["hidden_size"]
-    assert embed.shape == (V, D)
-    dec = onnx.load(str(result.out_dir / m["files"]["decoder"]))
-    big = [numpy_helper.to_array(t) for t in dec.graph.initializer if sorted(t.dims) == sorted([V, D])]
-    assert len(big) == 1  # one output projection, and it is the input embedding
-    head = big[0] if big[0].shape == (V, D) else big[0].T
-    assert np.array_equal(head, embed)
     assert m["connector"]["type"] == "linear" and m["vision"]["num_image_tokens"] == 195
 
 

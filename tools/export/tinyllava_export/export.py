@@ -22,6 +22,7 @@ from .model_parts import ExportError, ModelParts, from_preset
 from .parity import ParityReport, check_parity, compute_reference
 from .presets import get_preset
 from .progress import Progress
+from .tied_embedding import share_tied_embedding
 from .tokenizer_check import template_prompts
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -222,6 +223,9 @@ def run_export(out: Path, *, preset: str | None = None, checkpoint: Path | None 
         if dtype == "fp16" or quantize:
             progress.step(f"converting precision ({'int4 weights' if quantize else 'fp16'})")
             _convert_precision(stage, files, quantize, block_size, progress)
+        if share_tied_embedding((stage / files["decoder"]).parent, Path(files["embed_tokens"]).name,
+                                Path(files["decoder"]).name):
+            progress.note("tied LM head: the decoder reads embed_tokens' table from its data file (stored once)")
         progress.step("parity check: onnxruntime against the PyTorch reference")
         # The ONNX side gets the pixels the manifest's settings make (what the server computes);
         # check_manifest_pixels has proved them equal to the reference processor's.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -66,14 +67,15 @@ class EmbedTokens(nn.Module):
 INLINE_LIMIT = 1_800_000_000
 
 
+def _tensor_bytes(t: onnx.TensorProto) -> int:
+    n = 1
+    for d in t.dims:
+        n *= d
+    return n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+
+
 def _weight_bytes(model: onnx.ModelProto) -> int:
-    total = 0
-    for t in model.graph.initializer:
-        n = 1
-        for d in t.dims:
-            n *= d
-        total += n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-    return total
+    return sum(_tensor_bytes(t) for t in model.graph.initializer)
 
 
 def save_graph(model: onnx.ModelProto, path: Path) -> None:
@@ -88,36 +90,74 @@ def save_graph(model: onnx.ModelProto, path: Path) -> None:
         onnx.save_model(model, str(path))
 
 
-def _gather_weights(raw: Path, path: Path) -> None:
-    """Moves torch's export to `path`. Over the inline limit, every large tensor goes into one
-    `<name>_data` file, one tensor at a time: torch writes one file per tensor for models over
-    2 GiB, and loading a real-size graph whole to re-save it would need another copy in memory."""
-    model = onnx.load(str(raw), load_external_data=False)
-    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-    if not external and _weight_bytes(model) <= INLINE_LIMIT:
-        shutil.move(str(raw), str(path))
-        return
+def _external_location(t: onnx.TensorProto) -> str | None:
+    if t.data_location != onnx.TensorProto.EXTERNAL:
+        return None
+    return {e.key: e.value for e in t.external_data}["location"]
+
+
+def set_external(t: onnx.TensorProto, location: str, offset: int, length: int) -> None:
+    """Points `t` at `length` bytes of file `location` (beside the graph) from `offset`."""
+    for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+        t.ClearField(field)
+    del t.external_data[:]
+    t.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+
+
+def read_external(t: onnx.TensorProto, base: Path) -> bytes:
+    info = {e.key: e.value for e in t.external_data}
+    with open(base / info["location"], "rb") as f:
+        f.seek(int(info.get("offset", 0)))
+        return f.read(int(info["length"])) if "length" in info else f.read()
+
+
+def repack_weights(model: onnx.ModelProto, path: Path, base: Path, keep: frozenset | set = frozenset()) -> None:
+    """Writes `model` to `path`: inline when its weights fit protobuf, otherwise every tensor of
+    1 KiB or more goes into one `<name>_data` file, one tensor at a time (loading a real-size
+    graph whole to re-save it would need another copy in memory). Tensors already external in a
+    file named in `keep` stay where they are (a table another graph shares); other external
+    tensors are read from `base`."""
     data = path.with_name(path.name + "_data")
-    with open(data, "wb") as out:
-        for t in model.graph.initializer:
-            if t.data_location == onnx.TensorProto.EXTERNAL:
-                info = {e.key: e.value for e in t.external_data}
-                with open(raw.parent / info["location"], "rb") as f:
-                    f.seek(int(info.get("offset", 0)))
-                    blob = f.read(int(info["length"])) if "length" in info else f.read()
+    movable = [t for t in model.graph.initializer if _external_location(t) not in keep]
+    if sum(_tensor_bytes(t) for t in movable) <= INLINE_LIMIT:
+        for t in movable:
+            if _external_location(t) is not None:
+                blob = read_external(t, base)
+                del t.external_data[:]
+                t.data_location = onnx.TensorProto.DEFAULT
+                t.raw_data = blob
+        if data.exists() and data.name not in keep:
+            data.unlink()
+        onnx.save_model(model, str(path))
+        return
+    partial = data.with_name(data.name + ".partial")  # `data` may be what is being read
+    with open(partial, "wb") as out:
+        for t in movable:
+            if _external_location(t) is not None:
+                blob = read_external(t, base)
             elif len(t.raw_data) >= 1024:
                 blob = t.raw_data
             else:
                 continue  # small tensors stay inline
             offset = out.tell()
             out.write(blob)
-            t.ClearField("raw_data")
-            del t.external_data[:]
-            t.data_location = onnx.TensorProto.EXTERNAL
-            for key, value in (("location", data.name), ("offset", str(offset)), ("length", str(len(blob)))):
-                entry = t.external_data.add()
-                entry.key, entry.value = key, value
+            set_external(t, data.name, offset, len(blob))
+    os.replace(partial, data)
     onnx.save_model(model, str(path))
+
+
+def _gather_weights(raw: Path, path: Path) -> None:
+    """Moves torch's export to `path`, its weights repacked when it has external ones: torch
+    writes one file per tensor for models over 2 GiB."""
+    model = onnx.load(str(raw), load_external_data=False)
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    if not external and _weight_bytes(model) <= INLINE_LIMIT:
+        shutil.move(str(raw), str(path))
+        return
+    repack_weights(model, path, raw.parent)
 
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], axes: dict) -> None:
