@@ -436,7 +436,7 @@ export const SETTINGS: { readonly [K in keyof Config]: Setting<Config[K]> } = {
     env: 'UI',
     flag: 'ui',
     default: true,
-    description: 'Serve the chat page (`ui/`) at `GET /`, a client of /v1/chat/completions like any other; `--no-ui` or `UI=false`: GET / is a 404.',
+    description: 'Serve the chat page (`ui/`) at `GET /`, a browser client of /v1/chat/completions; `--no-ui` or `UI=false` turns it off (GET / is then a 404).',
     parse: boolean,
   },
 };

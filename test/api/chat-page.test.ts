@@ -186,6 +186,28 @@ describe('the chat page in headless chromium', { timeout: 5 * 60_000 }, () => {
     assert.equal(answer.text, expected.json.choices[0].message.content);
   });
 
+  test('an image dropped on the composer or pasted is previewed as the data URL that is sent', async () => {
+    const dataUrl = `data:image/png;base64,${png.buffer.toString('base64')}`;
+    // What a drop or a paste carries: a DataTransfer holding the file, made in the page (this
+    // file is compiled without the DOM's types, hence source text).
+    const file = (name: string) => `(() => {
+      const bytes = Uint8Array.from(atob(${JSON.stringify(png.buffer.toString('base64'))}), (c) => c.charCodeAt(0));
+      const dt = new DataTransfer();
+      dt.items.add(new File([bytes], ${JSON.stringify(name)}, { type: 'image/png' }));
+      return dt;
+    })()`;
+    await page.locator('#composer').dispatchEvent('drop', { dataTransfer: await page.evaluateHandle(file('dropped.png')) });
+    await page.getByText('dropped.png').waitFor();
+    assert.equal(await page.locator('#preview-img').getAttribute('src'), dataUrl);
+    await page.getByRole('button', { name: 'Remove image' }).click();
+    assert.equal(await page.locator('#preview').isHidden(), true);
+
+    await page.evaluate(`document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: ${file('pasted.png')}, bubbles: true }))`);
+    await page.getByText('pasted.png').waitFor();
+    assert.equal(await page.locator('#preview-img').getAttribute('src'), dataUrl);
+    await page.getByRole('button', { name: 'Remove image' }).click();
+  });
+
   test('the page fetched nothing from anywhere but this server, and threw nothing', () => {
     const origin = new URL(server.url).origin;
     const elsewhere = requests.filter((u) => !u.startsWith(`${origin}/`) && !u.startsWith('data:'));
