@@ -2,7 +2,8 @@
 // model (GET /v1/models), sends the whole conversation on every turn (POST
 // /v1/chat/completions, stream: true, stream_options.include_usage) with the image as a data:
 // URL, reads the SSE stream with fetch and a ReadableStream, and shows each answer's time to
-// first token and decode rate. Errors are the server's own envelope messages.
+// first token and decode rate. Errors are the server's own envelope messages. URLs are relative,
+// so that the page also works behind a proxy that serves it under a path prefix.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -36,8 +37,8 @@ class ApiError extends Error {
   }
 }
 
-function headers() {
-  const h = { 'content-type': 'application/json' };
+function headers(json = false) {
+  const h = json ? { 'content-type': 'application/json' } : {};
   const key = el.apiKey.value.trim();
   if (key) h.authorization = `Bearer ${key}`;
   return h;
@@ -82,15 +83,16 @@ async function* sseEvents(body) {
   }
 }
 
+let modelRetry = null;
+
 async function loadModel() {
-  let retry = false;
+  clearTimeout(modelRetry);
   try {
-    const res = await fetch('/v1/models', { headers: headers() });
+    const res = await fetch('v1/models', { headers: headers() });
     if (!res.ok) throw await responseError(res);
     const list = await res.json();
     state.model = list.data[0].id;
     el.model.textContent = `model: ${state.model}`;
-    return;
   } catch (err) {
     state.model = null;
     if (err instanceof ApiError && err.status === 401) {
@@ -99,10 +101,9 @@ async function loadModel() {
     } else {
       // 503 while the model loads, or the server is not up yet: try again shortly.
       el.model.textContent = `model: unavailable (${err.message})`;
-      retry = true;
+      modelRetry = setTimeout(loadModel, 2000);
     }
   }
-  if (retry) setTimeout(loadModel, 2000);
 }
 
 // ---- the conversation -------------------------------------------------------------------------
@@ -205,7 +206,7 @@ async function send(event) {
   const t = { start: performance.now(), first: null, end: null, tokens: 0, chunks: 0, usage: null, finish: null, stopped: false };
   let reply = '';
   try {
-    const res = await fetch('/v1/chat/completions', { method: 'POST', headers: headers(), body: JSON.stringify(requestBody()), signal: controller.signal });
+    const res = await fetch('v1/chat/completions', { method: 'POST', headers: headers(true), body: JSON.stringify(requestBody()), signal: controller.signal });
     if (!res.ok) throw await responseError(res);
     for await (const chunk of sseEvents(res.body)) {
       // A failure after the 200: one error event, then [DONE].
@@ -276,7 +277,8 @@ function clearConversation() {
 function setImage(image) {
   state.image = image;
   el.preview.hidden = !image;
-  el.previewImg.src = image ? image.url : '';
+  if (image) el.previewImg.src = image.url;
+  else el.previewImg.removeAttribute('src');
   el.previewImg.alt = image ? `preview of ${image.name}` : '';
   el.previewName.textContent = image ? image.name : '';
   if (!image) el.image.value = '';
@@ -304,16 +306,17 @@ document.addEventListener('paste', (event) => {
   event.preventDefault();
   readImage(file.getAsFile());
 });
+// A file dropped anywhere on the page is the image (and never opens in place of the page).
 for (const type of ['dragenter', 'dragover']) {
-  el.composer.addEventListener(type, (event) => {
+  document.addEventListener(type, (event) => {
     event.preventDefault();
     el.drop.classList.add('dragging');
   });
 }
-el.composer.addEventListener('dragleave', (event) => {
-  if (!el.composer.contains(event.relatedTarget)) el.drop.classList.remove('dragging');
+document.addEventListener('dragleave', (event) => {
+  if (!event.relatedTarget) el.drop.classList.remove('dragging');
 });
-el.composer.addEventListener('drop', (event) => {
+document.addEventListener('drop', (event) => {
   event.preventDefault();
   el.drop.classList.remove('dragging');
   readImage(event.dataTransfer.files[0]);

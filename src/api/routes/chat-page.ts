@@ -33,8 +33,8 @@ export function chatPagePaths(): string[] {
   return ['/', ...readdirSync(UI_DIR).map((f) => `/${f}`)];
 }
 
+/** Registers the page's routes; buildApp has checked with chatPagePaths() that ui/ is there. */
 export async function chatPageRoute(app: FastifyInstance): Promise<void> {
-  chatPagePaths();
   await app.register(fastifyStatic, {
     root: UI_DIR,
     prefix: '/',
