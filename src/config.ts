@@ -44,6 +44,7 @@ export interface Config {
   prefillChunkTokens: number;
   imageCacheBytes: number;
   warmup: boolean;
+  ui: boolean;
 }
 
 interface Setting<T> {
@@ -431,6 +432,13 @@ export const SETTINGS: { readonly [K in keyof Config]: Setting<Config[K]> } = {
     description: 'Run one step through every graph before /ready turns 200.',
     parse: boolean,
   },
+  ui: {
+    env: 'UI',
+    flag: 'ui',
+    default: true,
+    description: 'Serve the chat page (`ui/`) at `GET /`, a browser client of /v1/chat/completions; `--no-ui` or `UI=false` turns it off (GET / is then a 404).',
+    parse: boolean,
+  },
 };
 
 const KEYS = Object.keys(SETTINGS) as (keyof Config)[];
@@ -471,10 +479,17 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   return checkConfig(config as unknown as Config);
 }
 
-/** `--allow-remote-images` alone reads as `--allow-remote-images true`, for every boolean setting. */
+/**
+ * `--allow-remote-images` alone reads as `--allow-remote-images true`, and `--no-ui` as
+ * `--ui false`, for every boolean setting.
+ */
 function withBareBooleans(argv: string[]): string[] {
-  const booleans = new Set(KEYS.filter((k) => SETTINGS[k].parse === (boolean as unknown)).map((k) => `--${SETTINGS[k].flag}`));
-  return argv.flatMap((arg, i) => (booleans.has(arg) && (i + 1 === argv.length || argv[i + 1].startsWith('--')) ? [arg, 'true'] : [arg]));
+  const booleans = new Set(KEYS.filter((k) => SETTINGS[k].parse === (boolean as unknown)).map((k) => SETTINGS[k].flag));
+  return argv.flatMap((arg, i) => {
+    if (arg.startsWith('--no-') && booleans.has(arg.slice('--no-'.length))) return [`--${arg.slice('--no-'.length)}`, 'false'];
+    const bare = booleans.has(arg.slice(2)) && arg.startsWith('--') && (i + 1 === argv.length || argv[i + 1].startsWith('--'));
+    return bare ? [arg, 'true'] : [arg];
+  });
 }
 
 /** Checks that involve more than one setting. */
@@ -507,7 +522,7 @@ export function settingsHelp(): string {
   });
   return (
     'usage: npm start -- [--flag value ...]   (--help: this text, --version: the version)\n' +
-    `Every flag has an environment-variable twin; a flag wins over its variable. A boolean flag alone means true.\n\n${lines.join('\n')}`
+    `Every flag has an environment-variable twin; a flag wins over its variable. A boolean flag alone means true, --no-<flag> false.\n\n${lines.join('\n')}`
   );
 }
 

@@ -1,6 +1,7 @@
-// The methods each documented path takes, read from openapi.yaml, so that a known path asked
-// with another method gets 405 and an `Allow` header (RFC 9110) instead of a 404. Routes and the
-// document cannot disagree: test/api/openapi.test.ts checks the app serves exactly these.
+// The methods each documented path takes, read from openapi.yaml (plus the chat page's GET
+// paths when it is on), so that a known path asked with another method gets 405 and an `Allow`
+// header (RFC 9110) instead of a 404. Routes and the document cannot disagree:
+// test/api/openapi.test.ts checks the app serves exactly these.
 
 const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
 

@@ -17,6 +17,7 @@ import { openApiSpec } from './openapi.js';
 import { RemoteImages, type Resolver } from './remote-image.js';
 import { REQUEST_ID_HEADER, requestId } from './request-id.js';
 import { chatCompletionsRoute } from './routes/chat-completions.js';
+import { chatPagePaths, chatPageRoute } from './routes/chat-page.js';
 import { healthRoutes } from './routes/health.js';
 import { metricsRoute } from './routes/metrics.js';
 import { modelsRoute } from './routes/models.js';
@@ -72,7 +73,11 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       resolve: options.resolve,
       onFetched: (result, seconds) => m.imageFetched(result, seconds),
     }),
-    allowedMethods: new AllowedMethods((spec.document as unknown as { paths: Record<string, Record<string, unknown>> }).paths),
+    allowedMethods: new AllowedMethods({
+      ...(spec.document as unknown as { paths: Record<string, Record<string, unknown>> }).paths,
+      // The chat page is no part of the contract, but POST / is still a 405 where GET / is served.
+      ...Object.fromEntries((c.ui ? chatPagePaths() : []).map((path) => [path, { get: {} }])),
+    }),
     version: options.version ?? { name: 'tinyllava-serve', version: '0.0.0' },
     startedAt: Math.floor(Date.now() / 1000),
   };
@@ -127,6 +132,7 @@ async function apiPlugin(app: FastifyInstance, ctx: ApiContext): Promise<void> {
   for (const routes of [chatCompletionsRoute, modelsRoute, tokenizeRoutes, healthRoutes, metricsRoute]) {
     await app.register(async (child) => routes(child, ctx));
   }
+  if (ctx.config.ui) await app.register(chatPageRoute);
 }
 
 /** 405 with Allow for a documented path asked with another method, else 404. */

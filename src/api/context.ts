@@ -23,6 +23,7 @@ export type ApiConfig = Pick<
   | 'headersTimeoutSeconds'
   | 'bodyTimeoutSeconds'
   | 'keepAliveTimeoutSeconds'
+  | 'ui'
 >;
 
 export interface ServerVersion {

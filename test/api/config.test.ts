@@ -71,6 +71,19 @@ describe('configuration', () => {
     assert.equal(loadConfig(['--allowed-origins', '*'], {}).allowedOrigins[0], '*');
   });
 
+  test('the chat page: on by default, off with --no-ui, --ui false or UI=false; --no-<flag> for every boolean', () => {
+    assert.equal(defaultConfig().ui, true);
+    assert.equal(loadConfig(['--no-ui'], {}).ui, false);
+    assert.equal(loadConfig(['--no-ui', '--port', '9000'], {}).ui, false);
+    assert.equal(loadConfig(['--ui', 'false'], {}).ui, false);
+    assert.equal(loadConfig([], { UI: 'false' }).ui, false);
+    assert.equal(loadConfig(['--ui'], { UI: 'false' }).ui, true, 'a bare flag wins over its variable');
+    assert.equal(loadConfig(['--no-ui'], { UI: 'true' }).ui, false);
+    assert.equal(loadConfig(['--no-warmup'], {}).warmup, false);
+    assert.equal(loadConfig(['--no-separate-vision-worker'], {}).separateVisionWorker, false);
+    assert.throws(() => loadConfig(['--no-port'], {}), /Unknown option '--no-port'/, 'only booleans have a --no- form');
+  });
+
   const bad: [string[], NodeJS.ProcessEnv, RegExp][] = [
     [[], { ALLOWED_ORIGINS: 'https://app.example.com/' }, /allowedOrigins from ALLOWED_ORIGINS.*scheme, host and port only/],
     [[], { ALLOWED_ORIGINS: 'app.example.com' }, /allowedOrigins .*must be \* or origins/],

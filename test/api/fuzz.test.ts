@@ -8,45 +8,23 @@
 // Bounded: a fixed seed and FUZZ_EXAMPLES (default 60) generated cases per operation and phase.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { repoRoot } from './support/harness.js';
+import { startServer } from './support/server-process.js';
 
 const SCHEMATHESIS = join(repoRoot, '.venv/bin/schemathesis');
 const EXAMPLES = process.env.FUZZ_EXAMPLES ?? '60';
 
 test('schemathesis finds no 5xx and no response outside openapi.yaml', { timeout: 15 * 60_000 }, async () => {
   assert.ok(existsSync(SCHEMATHESIS), `${SCHEMATHESIS} is missing: run npm run setup:python (npm test does)`);
-  const server = spawn(process.execPath, [join(repoRoot, 'dist/src/cli/serve.js'), '--port', '0'], {
-    env: { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info', INTRA_OP_THREADS: '1', VISION_INTRA_OP_THREADS: '1', API_KEYS: '', SHUTDOWN_DELAY: '0' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const logs: Record<string, any>[] = [];
-  const exited = new Promise<number | null>((resolve) => server.once('exit', resolve));
-  const url = await new Promise<string>((resolve, reject) => {
-    let buffered = '';
-    server.stdout!.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString('utf8');
-      const lines = buffered.split('\n');
-      buffered = lines.pop()!;
-      for (const line of lines) {
-        const entry = JSON.parse(line) as Record<string, any>;
-        logs.push(entry);
-        const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(entry.msg ?? '');
-        if (m) resolve(m[1]);
-      }
-    });
-    void exited.then((code) => reject(new Error(`the server exited with ${code}`)));
-  });
+  const server = await startServer([], { LOG_LEVEL: 'info', API_KEYS: '' }, { ready: true });
+  const { url, logs } = server;
   const work = mkdtempSync(join(tmpdir(), 'tinyllava-fuzz-'));
   try {
-    for (let i = 0; (await fetch(`${url}/ready`)).status !== 200; i++) {
-      assert.ok(i < 600, 'the model did not load');
-      await new Promise((r) => setTimeout(r, 100));
-    }
     const args = [
       '--config-file', join(repoRoot, 'tools/fuzz/schemathesis.toml'),
       'run', join(repoRoot, 'openapi.yaml'),
@@ -90,8 +68,7 @@ test('schemathesis finds no 5xx and no response outside openapi.yaml', { timeout
     assert.match(metrics, /^tinyllava_images_processed_total\{model_name="tiny-random-qwen2-siglip"\} [1-9]/m);
     assert.deepEqual(logs.filter((l) => l.level >= 50), [], 'nothing was logged as an error');
   } finally {
-    server.kill('SIGTERM');
-    await exited;
+    await server.stop();
     rmSync(work, { recursive: true, force: true });
   }
 });

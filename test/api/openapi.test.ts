@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -36,7 +36,7 @@ describe('openapi.yaml', () => {
     for (const name of Object.keys(spec.document.components.schemas)) assert.equal(typeof spec.validator(name), 'function', name);
   });
 
-  test('the app serves exactly the documented paths', async () => {
+  test('the app serves exactly the documented paths (and, with the chat page on, its files)', async () => {
     const doc = openApiSpec().document as unknown as { paths: Record<string, Record<string, unknown>> };
     const t = await startApp();
     try {
@@ -49,18 +49,21 @@ describe('openapi.yaml', () => {
           assert.ok(t.app.hasRoute({ method: method.toUpperCase() as 'GET', url: route }), `${method} ${path} is served`);
         }
       }
-      // printRoutes draws a tree: a child line ("│   └── /:model") continues its parent's path.
+      // printRoutes draws a tree: a child line ("│   └── /:model", or "├── health" under the
+      // page's "/") continues its parent's path.
       const served: string[] = [];
       const parents: string[] = [];
       for (const line of t.app.printRoutes({ commonPrefix: false }).split('\n')) {
-        const m = /^([│ ]*)[├└]── (\/\S*)(?: \(([A-Z, ]+)\))?/.exec(line);
+        const m = /^([│ ]*)[├└]── (\S+)(?: \(([A-Z, ]+)\))?/.exec(line);
         if (!m) continue;
         const depth = m[1].length / 4;
         const path = (parents[depth - 1] ?? '') + m[2];
         parents[depth] = path;
         for (const method of (m[3] ?? '').split(', ').filter((x) => x && x !== 'HEAD')) served.push(`${method} ${path}`);
       }
-      assert.deepEqual(served.sort(), documented.sort());
+      // The chat page (ui/, on by default) is a client of the API, not part of it.
+      const page = ['/', ...readdirSync(join(repoRoot, 'ui')).map((f) => `/${f}`)].map((p) => `GET ${p}`);
+      assert.deepEqual(served.sort(), [...documented, ...page].sort());
     } finally {
       await t.close();
     }

@@ -3,7 +3,7 @@
 // when it was ready; a SIGTERM to npm's own PID reaches the server (npm forwards it to node).
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -11,44 +11,14 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { packageDir } from '../support/golden.js';
 import { repoRoot } from './support/harness.js';
-
-const SERVE = join(repoRoot, 'dist/src/cli/serve.js');
-
-interface Running {
-  child: ChildProcess;
-  logs: Record<string, any>[];
-  url: string;
-  exited: Promise<number | null>;
-}
+import { SERVE, startServer, type ServerProcess } from './support/server-process.js';
 
 /** npm itself: the one running this suite, else the one on PATH. */
 const NPM = process.env.npm_execpath ? [process.execPath, process.env.npm_execpath] : ['npm'];
 
 /** Starts the server on a free port and resolves once it logs where it listens. */
-function start(args: string[], env: NodeJS.ProcessEnv = {}, command = [process.execPath, SERVE]): Promise<Running> {
-  const child = spawn(command[0], [...command.slice(1), '--port', '0', ...args], {
-    cwd: repoRoot,
-    env: { ...process.env, INTRA_OP_THREADS: '1', VISION_INTRA_OP_THREADS: '1', SHUTDOWN_DELAY: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const logs: Record<string, any>[] = [];
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return new Promise((resolve, reject) => {
-    let buffered = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString('utf8');
-      const lines = buffered.split('\n');
-      buffered = lines.pop()!;
-      for (const line of lines) {
-        if (!line.startsWith('{')) continue; // npm's own output
-        const entry = JSON.parse(line) as Record<string, any>;
-        logs.push(entry);
-        const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(entry.msg ?? '');
-        if (m) resolve({ child, logs, url: m[1], exited });
-      }
-    });
-    void exited.then((code) => reject(new Error(`server exited with ${code} before listening`)));
-  });
+function start(args: string[], env: NodeJS.ProcessEnv = {}, command?: string[]): Promise<ServerProcess> {
+  return startServer(args, env, { command });
 }
 
 async function until<T>(f: () => Promise<T | undefined>, ms = 30_000): Promise<T> {

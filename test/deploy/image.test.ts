@@ -105,6 +105,7 @@ describe('the container image (podman, a locally made Node 20 base)', { skip: mi
     const started = performance.now();
     await until('the container /ready', async () => (await status(`${url}/ready`)) === 200, 120_000, 200);
     t.diagnostic(`ready ${((performance.now() - started) / 1000).toFixed(1)} s after podman run`);
+    assert.equal(await status(`${url}/`), 200, 'the chat page (ui/) is in the image');
 
     const res = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: imageChatBody('photo-640x480.jpg').replace('"stream":true', '"stream":false') });
     assert.equal(res.status, 200);
