@@ -9,10 +9,10 @@
 // gauges named `*_total` (a counter's suffix; `promtool check metrics` refuses them): their
 // by-type twins (`nodejs_active_handles` etc.) remain, and sum() of one is its total.
 //
-// The running/waiting/KV-cache gauges and the image cache's numbers are read from the engine's
+// The running/waiting/KV-cache gauges and the image and prefix caches' numbers are read from the engine's
 // optional `stats()` when /metrics is scraped; an engine without it reports them as 0, no engine
-// yet (the package is being read) as no series. The image
-// cache counters are the engine's own running totals, copied at scrape time.
+// yet (the package is being read) as no series. The image and
+// prefix cache counters are the engine's own running totals, copied at scrape time.
 
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Engine, EngineStats, GenerationEvent } from '../engine/types.js';
@@ -124,6 +124,36 @@ export class ApiMetrics {
       registers,
       collect() {
         scraped(this, () => imageCache()?.bytes ?? 0);
+      },
+    });
+
+    // The prefix cache, counted in prompt positions as vLLM counts prefix_cache_queries/hits.
+    const prefixCache = (): NonNullable<EngineStats['prefixCache']> | null => stats()?.prefixCache ?? null;
+    new Counter({
+      name: `${PREFIX}prefix_cache_queries_total`,
+      help: 'Prompt positions of admitted requests looked up in the prefix cache.',
+      labelNames,
+      registers,
+      collect() {
+        scraped(this, () => prefixCache()?.queries ?? 0);
+      },
+    });
+    new Counter({
+      name: `${PREFIX}prefix_cache_hits_total`,
+      help: 'Prompt positions loaded from the prefix cache instead of being prefilled.',
+      labelNames,
+      registers,
+      collect() {
+        scraped(this, () => prefixCache()?.hits ?? 0);
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}prefix_cache_bytes`,
+      help: 'Bytes of KV held by the prefix cache (within the KV cache capacity; given up to admission on demand).',
+      labelNames,
+      registers,
+      collect() {
+        scraped(this, () => prefixCache()?.bytes ?? 0);
       },
     });
 

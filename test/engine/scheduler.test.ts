@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { JsKvCache, type KvCacheUsage } from '../../src/runtime/kv-cache.js';
 import { appendPresents, buildDecoderFeeds, type StepRow } from '../../src/runtime/batch-step.js';
-import type { StepResult, StepRowRequest } from '../../src/runtime/model-runner.js';
+import type { AllocateResult, StepResult, StepRowRequest } from '../../src/runtime/model-runner.js';
+import { PrefixCache } from '../../src/runtime/prefix-cache.js';
 import { Scheduler, type StepRunner } from '../../src/engine/scheduler.js';
 import { Sequence, type PreparedPrompt } from '../../src/engine/sequence.js';
 import { EngineError } from '../../src/engine/errors.js';
@@ -18,6 +19,7 @@ import { request } from '../support/golden.js';
 
 const { D, V } = REF;
 const bytesPerPosition = 2 * REF.L * REF.H * REF.Dh * 4;
+const BLOCK = 4; // prefix-cache block positions: small, so that the fake's short prompts span several
 
 function embed(id: number): Float32Array {
   return Float32Array.from({ length: D }, (_, i) => Math.cos(id * 1.9 + i * 0.61));
@@ -25,22 +27,28 @@ function embed(id: number): Float32Array {
 
 class FakeRunner implements StepRunner {
   readonly cache: JsKvCache;
+  readonly prefix: PrefixCache;
   failNextStep = false;
   steps: number[][] = []; // seq ids per step
-  constructor(capacityPositions: number) {
+  /** Rows' positions fed per step: [seqId, count] */
+  fed: [number, number][][] = [];
+  /** prefixPositions: the prefix cache's capacity (default 0: off), sharing the KV capacity. */
+  constructor(capacityPositions: number, prefixPositions = 0) {
     this.cache = new JsKvCache({ numLayers: REF.L, numKvHeads: REF.H, headDim: REF.Dh }, capacityPositions * bytesPerPosition);
+    this.prefix = new PrefixCache(this.cache, { capacityBytes: prefixPositions * bytesPerPosition, blockPositions: BLOCK });
   }
-  async allocate(seqId: number, maxPositions: number): Promise<KvCacheUsage> {
-    this.cache.allocate(seqId, maxPositions);
-    return this.cache.usage();
+  async allocate(seqId: number, maxPositions: number, blockKeys?: string[]): Promise<AllocateResult> {
+    const cachedPositions = this.prefix.allocate(seqId, maxPositions, blockKeys);
+    return { usage: this.cache.usage(), cachedPositions };
   }
-  async free(seqId: number): Promise<KvCacheUsage> {
-    this.cache.free(seqId);
+  async free(seqId: number, blockKeys?: string[]): Promise<KvCacheUsage> {
+    this.prefix.release(seqId, blockKeys);
     return this.cache.usage();
   }
   async step(rows: StepRowRequest[]): Promise<StepResult> {
     await new Promise((r) => setImmediate(r)); // a step takes time: others may arrive meanwhile
     this.steps.push(rows.map((r) => r.seqId));
+    this.fed.push(rows.map((r) => [r.seqId, r.embeds ? r.embeds.length / D : r.ids!.length]));
     if (this.failNextStep) {
       this.failNextStep = false;
       throw new Error('boom');
