@@ -10,8 +10,9 @@
 // byte budget as the reservations of running sequences. Two bounds:
 // - its own capacity (PREFIX_CACHE_SIZE): least recently used blocks are dropped to stay under it;
 // - the shared budget: stored blocks give way to admission. When a sequence's reservation does
-//   not fit, blocks are dropped (least recently used first) until it fits or none is left, so
-//   stored blocks never refuse or delay a sequence that an empty prefix cache would admit.
+//   not fit beside the stored blocks but would beside the reservations alone, blocks are dropped
+//   (least recently used first) until it fits, so stored blocks never refuse or delay a sequence
+//   that an empty prefix cache would admit, and are kept when it would refuse it too.
 // A block is loaded by copying it into the sequence, so a running sequence holds no reference
 // to a stored block: only the blocks an allocation is about to load are kept from eviction
 // (dropped last, tail first, and then that allocation loads fewer).
@@ -85,6 +86,10 @@ export class PrefixCache {
         break;
       } catch (err) {
         if (!(err instanceof KvCacheFullError)) throw err;
+        // Refused beside the other reservations alone, as an empty prefix cache would refuse it:
+        // keep the blocks (the sequence waits for running ones to leave, and may hit them then).
+        const u = this.cache.usage();
+        if (u.reservedBytes + maxPositions * this.cache.bytesPerPosition > u.capacityBytes) throw err;
         const victim = this.leastRecent(keep) ?? matched.pop();
         if (victim === undefined) throw err; // nothing stored is in the way
         this.drop(victim);

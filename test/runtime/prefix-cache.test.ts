@@ -136,9 +136,16 @@ for (const runtime of ['native', 'js'] as const) {
       assert.equal(p.allocate(all, KV_POSITIONS, keys('a', 3)), 0);
       assert.equal(stored(), 0);
       p.release(all);
-      // what an empty cache refuses, it refuses too
+      // what an empty cache refuses, it refuses too, keeping its blocks
       await storePrompt(p, ids(16, 6), keys('b', 2));
       assert.throws(() => p.allocate(nextSeq++, KV_POSITIONS + 1), KvCacheFullError);
+      assert.equal(stored(), 2);
+      const waiting = nextSeq++;
+      assert.equal(p.allocate(waiting, 60), 0);
+      assert.throws(() => p.allocate(nextSeq++, 41, keys('b', 2)), KvCacheFullError, 'refused beside the 60 reserved: wait');
+      assert.equal(stored(), 2);
+      p.release(waiting);
+      p.clear();
       // a running sequence's reservation is not given to storage: stored blocks wait beside it
       const running = nextSeq++;
       assert.equal(p.allocate(running, 90), 0);
