@@ -37,6 +37,8 @@ export interface TurnResult {
   ttftMax: number;
   promptTokens: number; // mean over the streams
   cachedTokens: number; // mean over the streams
+  /** Inter-token latency within this turn's answers: a cache hit must not slow decoding. */
+  itlP50: number;
 }
 
 export interface MultiTurnLevel {
@@ -113,6 +115,7 @@ async function runServer(o: MultiTurnOptions, prefixCache: boolean, images: () =
           ttftMax: round(Math.max(...at.map((r) => r.ttft))),
           promptTokens: mean((r) => r.promptTokens),
           cachedTokens: mean((r) => r.cachedTokens),
+          itlP50: round(percentile(at.flatMap((r) => r.itl), 50)),
         });
       }
       const itl = ok.flatMap((r) => r.itl);
@@ -161,14 +164,17 @@ export function multiTurnMarkdown(model: string, date: string, machine: string, 
       `(the base image with distinct pixels), ${o.outputTokens} output tokens per turn (ignore_eos), greedy; ` +
       `image cache on in both servers. TTFT: median over the streams.`,
     '',
-    '| concurrency | turn | prompt positions | cached positions (on) | TTFT off (s) | TTFT on (s) | on / off | on: turn / turn 1 |',
-    '|---|---|---|---|---|---|---|---|',
+    '| concurrency | turn | prompt positions | cached positions (on) | TTFT off (s) | TTFT on (s) | on / off | on: turn / turn 1 | ITL p50 off (s) | ITL p50 on (s) |',
+    '|---|---|---|---|---|---|---|---|---|---|',
   ];
   r.prefixCache.on.forEach((level, i) => {
     for (const t of level.turns) {
       const off = r.prefixCache.off[i].turns[t.turn - 1];
       const x = r.comparison.find((c) => c.concurrency === level.concurrency && c.turn === t.turn)!;
-      lines.push(`| ${level.concurrency} | ${t.turn} | ${t.promptTokens} | ${t.cachedTokens} | ${off.ttftP50} | ${t.ttftP50} | ${x.onOverOff} | ${x.onOverTurn1} |`);
+      lines.push(
+        `| ${level.concurrency} | ${t.turn} | ${t.promptTokens} | ${t.cachedTokens} | ${off.ttftP50} | ${t.ttftP50} | ${x.onOverOff} | ${x.onOverTurn1} | ` +
+          `${off.itlP50} | ${t.itlP50} |`,
+      );
     }
   });
   lines.push('', '| concurrency | ITL p50 off (s) | ITL p50 on (s) | ITL p95 off (s) | ITL p95 on (s) | failed (on, off) |', '|---|---|---|---|---|---|');
