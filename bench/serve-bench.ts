@@ -11,6 +11,11 @@
 // With --json-schema FILE, only the structured-outputs comparison runs instead (engine alone,
 // with and without the schema, batch 1 and the largest concurrency: structured-bench.ts),
 // written to <out>/<date>-<model>-structured.json and .md.
+// With --multi-turn, only the prefix cache's comparison runs instead (multi-turn conversations,
+// TTFT per turn with the cache on and off: multi-turn-bench.ts), written to
+// <out>/<date>-<model>-multi-turn.json and .md.
+// The sweeps above send the same prompt every time: the prefix cache is off for them
+// (PREFIX_CACHE_SIZE=0), so that each request prefills its whole prompt as distinct ones would.
 
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
@@ -24,6 +29,7 @@ import { ServerProcess } from './server-process.js';
 import { median, percentile, round, steadyDecodeRate } from './stats.js';
 import { benchRequest } from './engine-request.js';
 import { structuredComparison, structuredMarkdown, type StructuredOptions } from './structured-bench.js';
+import { multiTurnComparison, multiTurnMarkdown, type MultiTurnOptions } from './multi-turn-bench.js';
 
 const roundOrNull = (x: number | null): number | null => (x === null ? null : round(x));
 import { streamChat, type StreamResult } from './stream-client.js';
@@ -44,6 +50,8 @@ interface Options {
   runtimes: RuntimeKind[];
   stepPast: number;
   jsonSchema: string | null;
+  multiTurn: boolean;
+  turns: number;
 }
 
 interface LevelResult {
@@ -82,6 +90,8 @@ function parseOptions(argv: string[]): Options {
       runtime: { type: 'string' },
       'step-past': { type: 'string' },
       'json-schema': { type: 'string' },
+      'multi-turn': { type: 'boolean' },
+      turns: { type: 'string' },
       help: { type: 'boolean' },
     },
   });
@@ -89,13 +99,14 @@ function parseOptions(argv: string[]): Options {
     console.log(`usage: npm run bench -- --model DIR [--concurrency 1,2,4,8,16] [--output-tokens 64]
   [--requests-per-stream 2] [--image FILE] [--prompt TEXT] [--out bench/results] [--threads N]
   [--no-unbatched] [--image-cache] [--quick] [--runtime native,js] [--step-past 800]
-  [--json-schema FILE]`);
+  [--json-schema FILE] [--multi-turn [--turns 4]]`);
     process.exit(values.help ? 0 : 2);
   }
   const quick = Boolean(values.quick);
+  const multiTurn = Boolean(values['multi-turn']);
   return {
     model: resolve(values.model),
-    concurrency: (values.concurrency ?? (quick ? '1,2' : '1,2,4,8,16')).split(',').map(Number),
+    concurrency: (values.concurrency ?? (quick ? '1,2' : multiTurn ? '1,4' : '1,2,4,8,16')).split(',').map(Number),
     outputTokens: Number(values['output-tokens'] ?? (quick ? 8 : 64)),
     requestsPerStream: Number(values['requests-per-stream'] ?? (quick ? 1 : 2)),
     image: resolve(values.image ?? 'test/fixtures/images/photo-640x480.jpg'),
@@ -108,6 +119,8 @@ function parseOptions(argv: string[]): Options {
     runtimes: parseRuntimes(values.runtime ?? 'native,js'),
     stepPast: Number(values['step-past'] ?? (quick ? 64 : 800)),
     jsonSchema: values['json-schema'] ? resolve(values['json-schema']) : null,
+    multiTurn,
+    turns: Number(values.turns ?? 4),
   };
 }
 
@@ -195,6 +208,7 @@ async function engineAlone(o: Options, env: Record<string, string>, batch: numbe
     runtime,
     maxBatchSize: Math.max(1, batch),
     imageCacheBytes: o.imageCache ? undefined : 0, // as the servers of the sweeps
+    prefixCacheBytes: 0,
     intraOpNumThreads: env.INTRA_OP_THREADS ? Number(env.INTRA_OP_THREADS) : undefined,
   });
   await engine.ready();
@@ -400,15 +414,31 @@ async function structuredMain(o: Options, schemaFile: string): Promise<void> {
   writeReport(reportStem(o, date, name), { model: manifest.name, date, machine, options: so, ...result }, structuredMarkdown(manifest.name, date, machine, result, so));
 }
 
+async function multiTurnMain(o: Options): Promise<void> {
+  const env: Record<string, string> = { RUNTIME: o.runtimes[0] };
+  if (o.threads) env.INTRA_OP_THREADS = o.threads;
+  const mo: MultiTurnOptions = { model: o.model, image: o.image, concurrency: o.concurrency, turns: o.turns, outputTokens: o.outputTokens, prompt: o.prompt, env };
+  const result = await multiTurnComparison(mo);
+  const manifest = JSON.parse(readFileSync(join(o.model, 'manifest.json'), 'utf8'));
+  const precision = manifest.quantization ? manifest.quantization.method : manifest.dtype;
+  const name = `${manifest.name}-${precision}-multi-turn${o.quick ? '-quick' : ''}`;
+  const date = new Date().toISOString();
+  const machine = `${(process.env.BENCH_MACHINE ?? '').trim() || 'this machine'} (node ${process.version}), ${o.runtimes[0]} runtime`;
+  mkdirSync(o.out, { recursive: true });
+  writeReport(reportStem(o, date, name), { model: manifest.name, date, machine, options: mo, ...result }, multiTurnMarkdown(manifest.name, date, machine, mo, result));
+}
+
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
   if (o.jsonSchema) return structuredMain(o, o.jsonSchema);
+  if (o.multiTurn) return multiTurnMain(o);
   // Every request sends the same image; without --image-cache the server's image embedding cache
   // is off so that each request pays for its vision encoder, as distinct images would.
   const env: Record<string, string> = {
     MAX_BATCH_SIZE: String(Math.max(...o.concurrency)),
     MAX_WAITING: '256',
     IMAGE_CACHE_SIZE: o.imageCache ? '256MB' : '0',
+    PREFIX_CACHE_SIZE: '0',
   };
   if (o.threads) env.INTRA_OP_THREADS = o.threads;
   const runs: RuntimeRun[] = [];

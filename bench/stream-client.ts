@@ -15,6 +15,8 @@ export interface StreamResult {
   tokenTimes: number[]; // arrival of each token, seconds on performance.now()'s clock
   tokens: number; // completion tokens (usage)
   promptTokens: number;
+  cachedTokens: number; // usage.prompt_tokens_details.cached_tokens: prompt positions from the prefix cache
+  text: string; // the answer, for the next turn of a conversation
   total: number; // seconds from sending to [DONE]
 }
 
@@ -33,7 +35,18 @@ export async function streamChat(baseUrl: string, body: ChatBody): Promise<Strea
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true }, logprobs: true }),
   });
-  const result: StreamResult = { ok: res.ok, status: res.status, ttft: NaN, itl: [], tokenTimes: [], tokens: 0, promptTokens: 0, total: NaN };
+  const result: StreamResult = {
+    ok: res.ok,
+    status: res.status,
+    ttft: NaN,
+    itl: [],
+    tokenTimes: [],
+    tokens: 0,
+    promptTokens: 0,
+    cachedTokens: 0,
+    text: '',
+    total: NaN,
+  };
   if (!res.ok || !res.body) {
     result.error = await res.text();
     return result;
@@ -60,7 +73,9 @@ export async function streamChat(baseUrl: string, body: ChatBody): Promise<Strea
       if (msg.usage) {
         result.tokens = msg.usage.completion_tokens;
         result.promptTokens = msg.usage.prompt_tokens;
+        result.cachedTokens = msg.usage.prompt_tokens_details?.cached_tokens ?? 0;
       }
+      result.text += msg.choices?.[0]?.delta?.content ?? '';
       const n = msg.choices?.[0]?.logprobs?.content?.length ?? 0;
       for (let i = 0; i < n; i++) {
         // Several tokens in one network read arrived together: the gap belongs to the first.

@@ -43,6 +43,7 @@ export interface Config {
   maxWaiting: number;
   prefillChunkTokens: number;
   imageCacheBytes: number;
+  prefixCacheBytes: number | null;
   warmup: boolean;
   ui: boolean;
 }
@@ -424,6 +425,15 @@ export const SETTINGS: { readonly [K in keyof Config]: Setting<Config[K]> } = {
     defaultText: '256MB',
     description: 'Image embedding cache (LRU, by content hash of the decoded pixels), so that questions about an image seen before skip the vision encoder; 0 turns it off.',
     parse: bytes(0),
+  },
+  prefixCacheBytes: {
+    env: 'PREFIX_CACHE_SIZE',
+    flag: 'prefix-cache-size',
+    default: null,
+    defaultText: 'auto (half of KV_CACHE_SIZE)',
+    description:
+      'Prefix cache (LRU blocks of 16 positions, images keyed by their pixels): the KV of prompts kept after they finish, so that a follow-up turn prefills only what is new; within the KV cache, whose admissions it gives way to; 0 turns it off.',
+    parse: auto(bytes(0)),
   },
   warmup: {
     env: 'WARMUP',

@@ -30,15 +30,19 @@ export function wireLogprobs(list: EngineLogprob[]): TokenLogprob[] {
   }));
 }
 
-/** Usage over all choices: the prompt counts once, as OpenAI counts it. */
+/**
+ * Usage over all choices: the prompt counts once, as OpenAI counts it; its cached positions are
+ * those every choice took from the prefix cache (each choice is its own engine request).
+ */
 export function wireUsage(done: DoneEvent[]): Usage {
   const prompt = done[0]?.usage.promptTokens ?? 0;
   const completion = done.reduce((sum, d) => sum + d.usage.completionTokens, 0);
+  const cached = done.length === 0 ? 0 : Math.min(...done.map((d) => d.usage.cachedTokens));
   return {
     prompt_tokens: prompt,
     completion_tokens: completion,
     total_tokens: prompt + completion,
-    prompt_tokens_details: { cached_tokens: 0, image_tokens: done[0]?.usage.imageTokens ?? 0 },
+    prompt_tokens_details: { cached_tokens: cached, image_tokens: done[0]?.usage.imageTokens ?? 0 },
   };
 }
 

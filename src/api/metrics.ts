@@ -9,10 +9,10 @@
 // gauges named `*_total` (a counter's suffix; `promtool check metrics` refuses them): their
 // by-type twins (`nodejs_active_handles` etc.) remain, and sum() of one is its total.
 //
-// The running/waiting/KV-cache gauges and the image cache's numbers are read from the engine's
+// The running/waiting/KV-cache gauges and the image and prefix caches' numbers are read from the engine's
 // optional `stats()` when /metrics is scraped; an engine without it reports them as 0, no engine
-// yet (the package is being read) as no series. The image
-// cache counters are the engine's own running totals, copied at scrape time.
+// yet (the package is being read) as no series. The image and
+// prefix cache counters are the engine's own running totals, copied at scrape time.
 
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Engine, EngineStats, GenerationEvent } from '../engine/types.js';
@@ -62,70 +62,52 @@ export class ApiMetrics {
     const labelNames = [MODEL_NAME];
     const stats = (): EngineStats | null => engine()?.stats?.() ?? null;
     // Read at scrape time; no series until the engine exists (its model id is the label).
-    const scraped = <T extends Gauge<ModelLabel> | Counter<ModelLabel>>(metric: T, value: () => number): void => {
-      metric.reset();
-      if (engine() === null) return;
-      if (metric instanceof Gauge) metric.set(model(), value());
-      else metric.inc(model(), value());
+    const scraped = (kind: 'gauge' | 'counter', name: string, help: string, value: (s: EngineStats | null) => number): void => {
+      const read = (): number | null => (engine() === null ? null : value(stats()));
+      const base = { name: `${PREFIX}${name}`, help, labelNames, registers };
+      if (kind === 'gauge') {
+        new Gauge({
+          ...base,
+          collect() {
+            this.reset();
+            const v = read();
+            if (v !== null) this.set(model(), v);
+          },
+        });
+      } else {
+        new Counter({
+          ...base,
+          collect() {
+            this.reset();
+            const v = read();
+            if (v !== null) this.inc(model(), v);
+          },
+        });
+      }
     };
 
-    new Gauge({
-      name: `${PREFIX}num_requests_running`,
-      help: 'Sequences in the running batch.',
-      labelNames,
-      registers,
-      collect() {
-        scraped(this, () => stats()?.running ?? 0);
-      },
-    });
-    new Gauge({
-      name: `${PREFIX}num_requests_waiting`,
-      help: 'Sequences waiting for a batch slot.',
-      labelNames,
-      registers,
-      collect() {
-        scraped(this, () => stats()?.waiting ?? 0);
-      },
-    });
-    new Gauge({
-      name: `${PREFIX}kv_cache_usage_perc`,
-      help: 'Fraction of the KV cache reserved by admitted sequences (0..1); admission stops at 1.',
-      labelNames,
-      registers,
-      collect() {
-        const kv = stats()?.kvCache;
-        scraped(this, () => (kv && kv.capacityBytes > 0 ? kv.reservedBytes / kv.capacityBytes : 0));
-      },
-    });
-
-    const imageCache = (): NonNullable<EngineStats['imageCache']> | null => stats()?.imageCache ?? null;
-    new Counter({
-      name: `${PREFIX}image_cache_hits_total`,
-      help: 'Images whose embeddings came from the image cache (or an encode of the same image under way): no vision encoder run.',
-      labelNames,
-      registers,
-      collect() {
-        scraped(this, () => imageCache()?.hits ?? 0);
-      },
-    });
-    new Counter({
-      name: `${PREFIX}image_cache_misses_total`,
-      help: 'Images looked up in the image cache and sent to the vision encoder.',
-      labelNames,
-      registers,
-      collect() {
-        scraped(this, () => imageCache()?.misses ?? 0);
-      },
-    });
-    new Gauge({
-      name: `${PREFIX}image_cache_bytes`,
-      help: 'Bytes of image embeddings held by the image cache.',
-      labelNames,
-      registers,
-      collect() {
-        scraped(this, () => imageCache()?.bytes ?? 0);
-      },
-    });
+    scraped('gauge', 'num_requests_running', 'Sequences in the running batch.', (s) => s?.running ?? 0);
+    scraped('gauge', 'num_requests_waiting', 'Sequences waiting for a batch slot.', (s) => s?.waiting ?? 0);
+    scraped('gauge', 'kv_cache_usage_perc', 'Fraction of the KV cache reserved by admitted sequences (0..1); admission stops at 1.', (s) =>
+      s?.kvCache && s.kvCache.capacityBytes > 0 ? s.kvCache.reservedBytes / s.kvCache.capacityBytes : 0,
+    );
+    scraped(
+      'counter',
+      'image_cache_hits_total',
+      'Images whose embeddings came from the image cache (or an encode of the same image under way): no vision encoder run.',
+      (s) => s?.imageCache?.hits ?? 0,
+    );
+    scraped('counter', 'image_cache_misses_total', 'Images looked up in the image cache and sent to the vision encoder.', (s) => s?.imageCache?.misses ?? 0);
+    scraped('gauge', 'image_cache_bytes', 'Bytes of image embeddings held by the image cache.', (s) => s?.imageCache?.bytes ?? 0);
+    // The prefix cache, counted in prompt positions as vLLM counts prefix_cache_queries/hits.
+    scraped('counter', 'prefix_cache_queries_total', 'Prompt positions of admitted requests looked up in the prefix cache.', (s) => s?.prefixCache?.queries ?? 0);
+    scraped('counter', 'prefix_cache_hits_total', 'Prompt positions loaded from the prefix cache instead of being prefilled.', (s) => s?.prefixCache?.hits ?? 0);
+    scraped(
+      'gauge',
+      'prefix_cache_bytes',
+      'Bytes of KV held by the prefix cache (within the KV cache capacity; given up to admission on demand).',
+      (s) => s?.prefixCache?.bytes ?? 0,
+    );
 
     const histogram = (name: string, help: string, buckets = LATENCY_BUCKETS): Histogram<ModelLabel> =>
       new Histogram({ name: `${PREFIX}${name}`, help, buckets, labelNames, registers });

@@ -485,7 +485,7 @@ export interface components {
             completion_tokens: number;
             total_tokens: number;
             prompt_tokens_details: {
-                /** @description Always 0; there is no prefix cache. */
+                /** @description The prompt positions taken from the prefix cache (their KV kept from an earlier request with the same prefix: text, and images by their pixels) instead of being prefilled again; 0 when PREFIX_CACHE_SIZE is 0. Whole blocks of 16 positions, never the prompt's last position. With n > 1, the fewest any choice took. */
                 cached_tokens: number;
                 /** @description The prompt positions that hold image features. */
                 image_tokens: number;

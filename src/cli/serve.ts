@@ -40,6 +40,7 @@ function engineOptions(c: Config): EngineOptions {
     maxWaiting: c.maxWaiting,
     prefillChunkTokens: c.prefillChunkTokens,
     imageCacheBytes: c.imageCacheBytes,
+    prefixCacheBytes: c.prefixCacheBytes ?? undefined,
     maxImagesPerRequest: c.maxImages,
     maxImagePixels: c.maxImagePixels,
     warmup: c.warmup,

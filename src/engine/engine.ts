@@ -8,6 +8,7 @@
 import { totalmem } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { ModelRunner, type RunnerOptions } from '../runtime/model-runner.js';
+import { PREFIX_BLOCK_POSITIONS } from '../runtime/prefix-cache.js';
 import type { KvCacheUsage } from '../runtime/kv-cache.js';
 import type { RuntimeKind } from '../runtime/worker-protocol.js';
 import { EngineError, toEngineError } from './errors.js';
@@ -52,6 +53,11 @@ export interface EngineOptions {
   maxImagesPerRequest?: number; // default 4
   /** Image embedding cache capacity in bytes (default 256 MiB); 0 turns it off. */
   imageCacheBytes?: number;
+  /**
+   * Prefix cache capacity in bytes of KV, within kvCacheBytes (default: half of it); 0 turns it
+   * off. Its blocks give way to admission whenever a reservation needs their room.
+   */
+  prefixCacheBytes?: number;
   /** Most images per vision-encoder call, across requests (default 8). */
   maxImageBatch?: number;
   /** Largest input image, width x height, refused before decoding (default 40 megapixels). */
@@ -103,6 +109,7 @@ class VlmEngine implements LoadedEngine {
   private readonly loading: Promise<Loaded>;
   private readonly grammars: Grammars;
   private loaded: Loaded | null = null;
+  private prefixOn = false;
   private closing = false;
   private nextSeqId = 1;
   /** Requests past the admission check whose prompt is being prepared: they count as waiting. */
@@ -130,10 +137,15 @@ class VlmEngine implements LoadedEngine {
     const kvCacheBytes =
       o.kvCacheBytes ??
       Math.max(this.port.maxContext * bytesPerPosition, Math.min(maxBatchSize * this.port.maxContext * bytesPerPosition, totalmem() / 4));
+    // Less than one block is no cache at all: off, so that nothing is hashed or counted.
+    const prefixCacheBytes = o.prefixCacheBytes ?? Math.floor(kvCacheBytes / 2);
+    const prefixOn = prefixCacheBytes >= PREFIX_BLOCK_POSITIONS * bytesPerPosition;
     const runnerOptions: RunnerOptions = {
       graphs: this.port.graphs,
       decoder: t,
       kvCacheBytes,
+      prefixCacheBytes: prefixOn ? prefixCacheBytes : 0,
+      prefixBlockPositions: PREFIX_BLOCK_POSITIONS,
       imagePreprocessing: this.port.imagePreprocessing,
       runtime: o.runtime,
       executionProvider: o.executionProvider,
@@ -144,6 +156,7 @@ class VlmEngine implements LoadedEngine {
       visionIntraOpNumThreads: o.visionIntraOpNumThreads,
       separateVisionWorker: o.separateVisionWorker,
     };
+    this.prefixOn = prefixOn;
     let runner: ModelRunner;
     try {
       runner = await ModelRunner.start(runnerOptions);
@@ -165,6 +178,7 @@ class VlmEngine implements LoadedEngine {
       maxBatchSize,
       maxWaiting: o.maxWaiting ?? 64,
       prefillChunkTokens: o.prefillChunkTokens ?? 512,
+      prefixBlockPositions: prefixOn ? PREFIX_BLOCK_POSITIONS : null,
     });
     const images = new ImageEmbedder(runner, {
       cacheBytes: o.imageCacheBytes ?? DEFAULT_IMAGE_CACHE_BYTES,
@@ -174,6 +188,7 @@ class VlmEngine implements LoadedEngine {
         connector: this.port.graphs.connector,
         preprocessing: this.port.imagePreprocessing,
       }),
+      keyImages: prefixOn,
     });
     this.loaded = { runner, scheduler, images };
     return this.loaded;
@@ -209,6 +224,7 @@ class VlmEngine implements LoadedEngine {
     };
     const cache = images?.cacheStats();
     if (cache) stats.imageCache = cache;
+    if (this.prefixOn && s) stats.prefixCache = { ...s.prefixCounters, bytes: s.kvCacheUsage?.storedBytes ?? 0 };
     return stats;
   }
 

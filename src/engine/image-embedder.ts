@@ -19,6 +19,8 @@ export interface ImageEmbeddings {
   preprocessSeconds: number;
   /** The rest of the wait for the encoder, batches ahead of ours included (0 when every image hit). */
   visionSeconds: number;
+  /** The images' content keys (image-key.ts), when they were computed (for the prefix cache). */
+  keys?: string[];
 }
 
 /** What preparePrompt needs for images; the engine's embedder or a plain runner call. */
@@ -40,12 +42,15 @@ export interface ImageEmbedderOptions {
   maxBatchImages: number;
   /** imageKeyNamespace() of the vision graphs and preprocessing settings. */
   namespace: string;
+  /** Compute every image's content key even with the cache off (the prefix cache keys image positions by it). */
+  keyImages?: boolean;
 }
 
 export class ImageEmbedder implements ImageSource {
   private readonly batcher: ImageBatcher;
   private readonly cache: ImageCache | null;
   private readonly namespace: string;
+  private readonly keyImages: boolean;
   /** Encodes under way, by key, so that concurrent requests for one image share one encode. */
   private readonly inFlight = new Map<string, Promise<EncodedImage>>();
   private hits = 0;
@@ -55,6 +60,7 @@ export class ImageEmbedder implements ImageSource {
     this.batcher = new ImageBatcher(encoder, options.maxBatchImages);
     this.cache = options.cacheBytes > 0 ? new ImageCache(options.cacheBytes) : null;
     this.namespace = options.namespace;
+    this.keyImages = options.keyImages ?? false;
   }
 
   /** The cache's numbers, or null when it is off. */
@@ -72,7 +78,7 @@ export class ImageEmbedder implements ImageSource {
     const start = performance.now();
     const cache = this.cache;
     // Keys first, all of them: encoding transfers (detaches) an image's pixels.
-    const keys = cache ? await Promise.all(images.map((image) => imageKey(this.namespace, image))) : null;
+    const keys = cache || this.keyImages ? await Promise.all(images.map((image) => imageKey(this.namespace, image))) : null;
     const hashSeconds = (performance.now() - start) / 1000;
     const results = images.map((image, i): Float32Array | Promise<EncodedImage> => {
       if (!cache || !keys) return this.batcher.encode(image);
@@ -110,6 +116,7 @@ export class ImageEmbedder implements ImageSource {
       embeds: settled.map((r) => (r instanceof Float32Array ? r : r.embeds)),
       preprocessSeconds,
       visionSeconds: batches.size === 0 ? 0 : Math.max(0, waited - preprocessSeconds),
+      ...(keys ? { keys } : {}),
     };
   }
 }

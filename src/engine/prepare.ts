@@ -87,12 +87,14 @@ export async function preparePrompt(
   let imageEmbeds: Float32Array[] = [];
   let imagePreprocess = decodeSeconds;
   let visionEncoder = 0;
+  let imageKeys: string[] | undefined = [];
   if (decoded.length > 0) {
     const encoded = await runner.embedImages(decoded);
     if (encoded.embeds.some((e) => e.length !== N * D)) throw new EngineError('internal', `image embeddings are not ${N} x ${D}`);
     imageEmbeds = encoded.embeds;
     imagePreprocess += encoded.preprocessSeconds;
     visionEncoder = encoded.visionSeconds;
+    imageKeys = encoded.keys;
   }
   signal?.throwIfAborted();
 
@@ -114,5 +116,5 @@ export async function preparePrompt(
       pos++;
     }
   }
-  return { embeds, length, ids, imageTokens: images.length * N, timings: { imagePreprocess, visionEncoder } };
+  return { embeds, length, ids, imageTokens: images.length * N, imageKeys, timings: { imagePreprocess, visionEncoder } };
 }

@@ -3,7 +3,8 @@
 //
 // Each turn of the loop:
 //   1. finish sequences that were cancelled or ran past their deadline, and free their KV
-//   2. admit waiting sequences, first come first served, while the batch and KV cache have room
+//   2. admit waiting sequences, first come first served, while the batch and KV cache have room;
+//      a sequence starts with the longest prefix of its prompt the prefix cache holds
 //   3. prefill: one step over the next prompt chunks of admitted sequences (left-padded to the
 //      longest chunk, at most `prefillChunkTokens` padded positions in all)
 //   4. decode: one step over every sequence that has a token to feed back (one position each)
@@ -11,6 +12,8 @@
 //      mask, computed off the event loop during the step); finished sequences leave
 // Prefill and decode are separate decoder calls because a batch pads every row to its longest
 // row: one long prompt chunk in a decode batch would multiply the decode work by its length.
+// A sequence that leaves hands its blocks' keys to the runner, which stores its KV in the prefix
+// cache (src/runtime/prefix-cache.ts) before freeing it.
 
 import { performance } from 'node:perf_hooks';
 import { KvCacheFullError, type KvCacheUsage } from '../runtime/kv-cache.js';
@@ -25,6 +28,8 @@ export interface SchedulerLimits {
   maxWaiting: number;
   /** Padded positions (rows x longest chunk) per prefill step. */
   prefillChunkTokens: number;
+  /** Positions per prefix-cache block; null when the runner has no prefix cache. */
+  prefixBlockPositions?: number | null;
 }
 
 export type StepRunner = Pick<ModelRunner, 'allocate' | 'free' | 'step'>;
@@ -41,6 +46,8 @@ export class Scheduler {
   private kvUsage: KvCacheUsage | null = null;
   /** Decoder calls and the rows they carried, for metrics (mean batch size = rows / steps). */
   readonly counters = { prefillSteps: 0, prefillRows: 0, decodeSteps: 0, decodeRows: 0 };
+  /** Prompt positions of admitted sequences looked up in the prefix cache, and those found there. */
+  readonly prefixCounters = { queries: 0, hits: 0 };
 
   constructor(runner: StepRunner, limits: SchedulerLimits) {
     this.runner = runner;
@@ -155,8 +162,12 @@ export class Scheduler {
   private async admit(): Promise<void> {
     while (this.waiting.length > 0 && this.active.length < this.limits.maxBatchSize && !this.stopped) {
       const seq = this.waiting[0];
+      const B = this.limits.prefixBlockPositions ?? null;
+      let cached = 0;
       try {
-        this.kvUsage = await this.runner.allocate(seq.seqId, seq.maxPositions);
+        const r = await this.runner.allocate(seq.seqId, seq.maxPositions, B === null ? undefined : seq.lookupKeys(B));
+        this.kvUsage = r.usage;
+        cached = r.cachedPositions;
       } catch (err) {
         if (err instanceof KvCacheFullError && this.active.length > 0) return; // wait for room
         // Nothing else holds the cache, so this request can never fit as asked.
@@ -173,7 +184,11 @@ export class Scheduler {
         continue;
       }
       this.waiting.shift();
-      seq.markAdmitted(performance.now());
+      seq.markAdmitted(performance.now(), cached);
+      if (B !== null) {
+        this.prefixCounters.queries += seq.prompt.length;
+        this.prefixCounters.hits += cached;
+      }
       this.active.push(seq);
     }
   }
@@ -226,7 +241,7 @@ export class Scheduler {
     }
   }
 
-  /** Takes a finished sequence out of the queues and frees its KV cache. */
+  /** Takes a finished sequence out of the queues and frees its KV cache (storing its blocks in the prefix cache). */
   private async release(seq: Sequence): Promise<void> {
     const w = this.waiting.indexOf(seq);
     if (w >= 0) {
@@ -237,7 +252,8 @@ export class Scheduler {
     if (a < 0) return;
     this.active.splice(a, 1);
     try {
-      this.kvUsage = await this.runner.free(seq.seqId);
+      const B = this.limits.prefixBlockPositions ?? null;
+      this.kvUsage = await this.runner.free(seq.seqId, B === null ? undefined : seq.storeKeys(B));
     } catch {
       // the runner is gone; nothing left to free
     }

@@ -12,6 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { EventChannel } from './event-channel.js';
 import type { GrammarConstraint } from './grammar.js';
 import { logprobsOf } from './logprobs.js';
+import { blockKeys, promptPositionKeys, tokenKey, type PositionKey } from './prefix-hash.js';
 import type { Detokenizer, ModelPort } from './model-port.js';
 import { Sampler } from './sampler.js';
 import { StopStringMatcher } from './stop-strings.js';
@@ -26,6 +27,11 @@ export interface PreparedPrompt {
   /** Text token ids (image markers included), for penalties and detokenizer context. */
   ids: number[];
   imageTokens: number;
+  /**
+   * The images' content keys, in marker order, for the prefix cache; absent when they were not
+   * computed (then nothing from the first image on is cached).
+   */
+  imageKeys?: string[];
   timings: { imagePreprocess: number; visionEncoder: number };
 }
 
@@ -37,8 +43,10 @@ export class Sequence {
   /** Most tokens this request may generate: min(max_tokens, context left). */
   readonly maxNewTokens: number;
   state: SequenceState = 'waiting';
-  /** Prompt positions already sent to the decoder. */
+  /** Prompt positions already in the KV cache: loaded from the prefix cache or sent to the decoder. */
   prefilled = 0;
+  /** Prompt positions loaded from the prefix cache at admission. */
+  cachedTokens = 0;
   readonly generated: number[] = [];
   /** Set when the caller aborted or the deadline passed; the scheduler finishes it before the next step. */
   stopRequested: FinishReason | null = null;
@@ -49,6 +57,8 @@ export class Sequence {
   private readonly detokenizer: Detokenizer;
   private readonly stops: StopStringMatcher;
   private readonly constraint: GrammarConstraint | null;
+  private failed = false;
+  private positionKeys: PositionKey[] | null = null;
   private pendingIds: number[] = [];
   private pendingLogprobs: TokenLogprob[] = [];
   private readonly times: { arrival: number; queued: number; admitted: number; firstToken: number };
@@ -84,9 +94,39 @@ export class Sequence {
     return this.generated[this.generated.length - 1];
   }
 
-  markAdmitted(now: number): void {
+  /** Admitted with `cachedPositions` prompt positions already loaded from the prefix cache. */
+  markAdmitted(now: number, cachedPositions = 0): void {
     this.state = 'prefill';
     this.times.admitted = now;
+    // At least the last prompt position is run: its logits give the first token.
+    if (cachedPositions >= this.prompt.length) throw new Error(`internal: ${cachedPositions} cached positions of a ${this.prompt.length}-position prompt`);
+    this.prefilled = cachedPositions;
+    this.cachedTokens = cachedPositions;
+  }
+
+  /**
+   * The prefix cache's block keys to look up at admission: the prompt's full blocks before its
+   * last position (which must run for the first token's logits).
+   */
+  lookupKeys(blockPositions: number): string[] {
+    return blockKeys(this.promptKeys().slice(0, this.prompt.length - 1), blockPositions);
+  }
+
+  /**
+   * The block keys to store when the sequence is freed: the prompt's, and those of the generated
+   * tokens fed back after it (the last one never is); the runtime stores those within the KV
+   * cache's length. None for a failed sequence, whose KV may be incomplete.
+   */
+  storeKeys(blockPositions: number): string[] {
+    if (this.failed) return [];
+    const prompt = this.promptKeys();
+    const fed = prompt.length === this.prompt.length ? this.generated.slice(0, -1).map(tokenKey) : [];
+    return blockKeys([...prompt, ...fed], blockPositions);
+  }
+
+  private promptKeys(): PositionKey[] {
+    this.positionKeys ??= promptPositionKeys(this.prompt.ids, this.prompt.imageKeys, this.model.numImageTokens);
+    return this.positionKeys;
   }
 
   /** Takes the next prompt chunk of at most `n` positions (a fresh copy: it is transferred). */
@@ -181,6 +221,7 @@ export class Sequence {
         promptTokens: this.prompt.length,
         completionTokens: this.generated.length,
         imageTokens: this.prompt.imageTokens,
+        cachedTokens: this.cachedTokens,
       },
       timings,
     });
@@ -191,6 +232,7 @@ export class Sequence {
   /** Fails the stream with an error instead of `done`. */
   fail(error: unknown): void {
     this.state = 'finished';
+    this.failed = true;
     this.events.fail(error);
   }
 

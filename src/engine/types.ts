@@ -67,7 +67,8 @@ export type GenerationEvent =
   | {
       type: 'done';
       finishReason: FinishReason;
-      usage: { promptTokens: number; completionTokens: number; imageTokens: number };
+      /** cachedTokens: prompt positions loaded from the prefix cache instead of prefilled. */
+      usage: { promptTokens: number; completionTokens: number; imageTokens: number; cachedTokens: number };
       timings: GenerationTimings;
     };
 
@@ -94,6 +95,11 @@ export interface EngineStats {
   kvCache: { usedBytes: number; reservedBytes: number; capacityBytes: number } | null;
   /** The image embedding cache, when there is one: lookups that skipped or needed the vision encoder. */
   imageCache?: { hits: number; misses: number; bytes: number; entries: number };
+  /**
+   * The prefix cache, when there is one: prompt positions looked up (every admitted prompt's
+   * length) and found (loaded instead of prefilled), as vLLM counts them; bytes it holds.
+   */
+  prefixCache?: { queries: number; hits: number; bytes: number };
 }
 
 /** What /tokenize counts: a plain text, or a conversation rendered as a chat completion renders it. */

@@ -7,7 +7,8 @@
 //
 // Capacity is in bytes and enforced by reservation: a sequence reserves room for the positions
 // it may reach (prompt + max new tokens) when it is allocated, so that a running sequence never
-// runs out of room half-way; admission control fails fast instead.
+// runs out of room half-way; admission control fails fast instead. Blocks stored outside any
+// sequence for the prefix cache (saveBlock, prefix-cache.ts) count in the same budget.
 
 export interface KvLayout {
   numLayers: number;
@@ -22,6 +23,9 @@ export interface KvCacheUsage {
   reservedBytes: number;
   capacityBytes: number;
   sequences: number;
+  /** Bytes of the blocks stored outside any sequence (saveBlock), counted in the same budget. */
+  storedBytes: number;
+  storedBlocks: number;
 }
 
 /** One decoder call's present tensors, per layer, each [B,Hkv,T,Dh]. */
@@ -59,6 +63,17 @@ export interface KvCache {
   length(seqId: number): number;
   free(seqId: number): void;
   usage(): KvCacheUsage;
+  /**
+   * Copies positions [start, start+count) of a sequence into a block kept outside it; returns
+   * its handle. The block counts in the budget beside the other sequences' reservations (the
+   * source's own reservation covers it until the source is freed: blocks are saved from a
+   * sequence about to be freed); throws KvCacheFullError when it does not fit.
+   */
+  saveBlock(seqId: number, start: number, count: number): number;
+  /** Appends a stored block at the sequence's current length, within its reservation. */
+  loadBlock(seqId: number, handle: number): void;
+  /** Frees a stored block and its budget. */
+  dropBlock(handle: number): void;
 }
 
 /** A KV cache whose data the step code reads and writes as JS arrays (the js backend's). */
@@ -110,6 +125,12 @@ interface Sequence {
   row: number;
 }
 
+/** Positions kept outside any sequence (saveBlock): one array laid out [layers][key, value][Hkv, count, Dh]. */
+interface StoredBlock {
+  count: number;
+  data: Float32Array;
+}
+
 /**
  * The KV cache in JS memory (the worker's heap), for the CPU execution provider.
  *
@@ -126,6 +147,9 @@ export class JsKvCache implements HostKvCache {
   private readonly capacityBytes: number;
   private readonly sequences = new Map<number, Sequence>();
   private reservedPositions = 0;
+  private readonly stored = new Map<number, StoredBlock>();
+  private storedPositions = 0;
+  private nextHandle = 1;
 
   constructor(layout: KvLayout, capacityBytes: number) {
     this.layout = layout;
@@ -216,7 +240,51 @@ export class JsKvCache implements HostKvCache {
       reservedBytes: this.reservedPositions * this.bytesPerPosition,
       capacityBytes: this.capacityBytes,
       sequences: this.sequences.size,
+      storedBytes: this.storedPositions * this.bytesPerPosition,
+      storedBlocks: this.stored.size,
     };
+  }
+
+  saveBlock(seqId: number, start: number, count: number): number {
+    const seq = this.get(seqId);
+    if (!(Number.isSafeInteger(start) && Number.isSafeInteger(count) && start >= 0 && count > 0 && start + count <= seq.length)) {
+      throw new Error(`KV cache: cannot save positions [${start}, ${start + count}) of sequence ${seqId}, which has ${seq.length}`);
+    }
+    const bpp = this.bytesPerPosition;
+    const inUse = (this.reservedPositions - seq.reserved + this.storedPositions) * bpp;
+    if (inUse + count * bpp > this.capacityBytes) {
+      throw new KvCacheFullError(`KV cache full: a stored block of ${count * bpp} bytes does not fit beside ${inUse} of ${this.capacityBytes} in use`);
+    }
+    const data = new Float32Array(count * (bpp / FLOAT_BYTES));
+    this.copyPositions(seq, start, count, data, 'out');
+    const handle = this.nextHandle++;
+    this.stored.set(handle, { count, data });
+    this.storedPositions += count;
+    return handle;
+  }
+
+  loadBlock(seqId: number, handle: number): void {
+    const block = this.stored.get(handle);
+    if (!block) throw new Error(`KV cache: unknown stored block ${handle}`);
+    const seq = this.get(seqId);
+    const { count } = block;
+    if (seq.length + count > seq.reserved) {
+      throw new Error(
+        `KV cache: a block of ${count} positions does not fit sequence ${seqId}'s reservation (${seq.length} of ${seq.reserved} used)`,
+      );
+    }
+    // Blocks are loaded one after another at allocation: grow geometrically, not 64 at a time.
+    const cap = seq.block.capacity;
+    if (seq.length + count > cap) this.grow(seq.block, Math.max(seq.length + count, Math.min(2 * cap, seq.reserved)));
+    this.copyPositions(seq, seq.length, count, block.data, 'in');
+    seq.length += count;
+  }
+
+  dropBlock(handle: number): void {
+    const block = this.stored.get(handle);
+    if (!block) throw new Error(`KV cache: unknown stored block ${handle}`);
+    this.stored.delete(handle);
+    this.storedPositions -= block.count;
   }
 
   private get(seqId: number): Sequence {
@@ -226,14 +294,34 @@ export class JsKvCache implements HostKvCache {
   }
 
   private reserve(positions: number, seqId: number): void {
-    const want = (this.reservedPositions + positions) * this.bytesPerPosition;
-    if (want > this.capacityBytes) {
+    const taken = (this.reservedPositions + this.storedPositions) * this.bytesPerPosition;
+    if (taken + positions * this.bytesPerPosition > this.capacityBytes) {
       throw new KvCacheFullError(
         `KV cache full: sequence ${seqId} needs ${positions * this.bytesPerPosition} bytes, ` +
-          `${this.capacityBytes - this.reservedPositions * this.bytesPerPosition} of ${this.capacityBytes} are free`,
+          `${Math.max(0, this.capacityBytes - taken)} of ${this.capacityBytes} are free`,
       );
     }
     this.reservedPositions += positions;
+  }
+
+  /**
+   * Copies positions [start, start+count) of `seq`'s row to (`out`) or from (`in`) a stored
+   * block's array, laid out [layers][key, value][Hkv, count, Dh].
+   */
+  private copyPositions(seq: Sequence, start: number, count: number, data: Float32Array, direction: 'in' | 'out'): void {
+    const { numLayers, numKvHeads: H, headDim: Dh } = this.layout;
+    const { block } = seq;
+    const run = count * Dh;
+    for (let l = 0; l < numLayers; l++) {
+      for (const [kind, plane] of [block.keys[l], block.values[l]].entries()) {
+        for (let h = 0; h < H; h++) {
+          const at = ((seq.row * H + h) * block.capacity + start) * Dh;
+          const there = ((l * 2 + kind) * H + h) * run;
+          if (direction === 'out') data.set(plane.subarray(at, at + run), there);
+          else plane.set(data.subarray(there, there + run), at);
+        }
+      }
+    }
   }
 
   private newBlock(rows: number, capacity: number): Block {

@@ -13,8 +13,10 @@ import { KvCacheFullError, type KvCacheUsage } from './kv-cache.js';
 import type { TensorData } from './batch-step.js';
 import type { ExecutionProvider } from './execution-provider.js';
 import { resolveRuntime, type RuntimeChoice } from './runtime-choice.js';
+import { PREFIX_BLOCK_POSITIONS } from './prefix-cache.js';
 import {
   transferables,
+  type AllocateResult,
   type DecoderSettings,
   type EncodedImages,
   type GraphName,
@@ -30,13 +32,17 @@ import {
   type WorkerResult,
 } from './worker-protocol.js';
 
-export type { EncodedImages, StepResult, StepRowRequest } from './worker-protocol.js';
+export type { AllocateResult, EncodedImages, StepResult, StepRowRequest } from './worker-protocol.js';
 
 export interface RunnerOptions {
   /** Absolute paths of the four graphs. */
   graphs: Record<GraphName, string>;
   decoder: Omit<DecoderSettings, 'kvCacheBytes'>;
   kvCacheBytes: number;
+  /** Prefix cache capacity in bytes, within kvCacheBytes (default 0: off); see prefix-cache.ts. */
+  prefixCacheBytes?: number;
+  /** Positions per prefix-cache block (default PREFIX_BLOCK_POSITIONS). */
+  prefixBlockPositions?: number;
   /** The package's image_preprocessing: the vision worker applies it. */
   imagePreprocessing: ImagePreprocessing;
   /**
@@ -175,13 +181,22 @@ export class ModelRunner {
       graphOptimizationLevel: o.graphOptimizationLevel ?? 'all',
     });
     const decoder: DecoderSettings = { ...o.decoder, kvCacheBytes: o.kvCacheBytes };
+    const prefixCache = { capacityBytes: o.prefixCacheBytes ?? 0, blockPositions: o.prefixBlockPositions ?? PREFIX_BLOCK_POSITIONS };
     const textGraphs = { embed_tokens: o.graphs.embed_tokens, decoder: o.graphs.decoder };
     const visionGraphs = { vision_encoder: o.graphs.vision_encoder, connector: o.graphs.connector };
     const textThreads = o.intraOpNumThreads ?? cores;
     const text = new WorkerClient(
       separate
-        ? { runtime, native, graphs: textGraphs, session: session(textThreads), decoder }
-        : { runtime, native, graphs: { ...textGraphs, ...visionGraphs }, session: session(textThreads), decoder, imagePreprocessing: o.imagePreprocessing },
+        ? { runtime, native, graphs: textGraphs, session: session(textThreads), decoder, prefixCache }
+        : {
+            runtime,
+            native,
+            graphs: { ...textGraphs, ...visionGraphs },
+            session: session(textThreads),
+            decoder,
+            prefixCache,
+            imagePreprocessing: o.imagePreprocessing,
+          },
       'text',
     );
     const vision = separate
@@ -224,13 +239,18 @@ export class ModelRunner {
     return out.inputs_embeds.data as Float32Array;
   }
 
-  /** Reserves KV room for a sequence; rejects with KvCacheFullError when it does not fit. */
-  async allocate(seqId: number, maxPositions: number): Promise<KvCacheUsage> {
-    return (await this.text.call({ op: 'allocate', seqId, maxPositions })) as KvCacheUsage;
+  /**
+   * Reserves KV room for a sequence and loads the longest prefix of `blockKeys` the prefix cache
+   * holds (stored blocks give way to the reservation first); rejects with KvCacheFullError when
+   * the reservation does not fit.
+   */
+  async allocate(seqId: number, maxPositions: number, blockKeys?: string[]): Promise<AllocateResult> {
+    return (await this.text.call({ op: 'allocate', seqId, maxPositions, blockKeys })) as AllocateResult;
   }
 
-  async free(seqId: number): Promise<KvCacheUsage> {
-    return (await this.text.call({ op: 'free', seqId })) as KvCacheUsage;
+  /** Stores the sequence's blocks of `blockKeys` in the prefix cache (when on), then frees it. */
+  async free(seqId: number, blockKeys?: string[]): Promise<KvCacheUsage> {
+    return (await this.text.call({ op: 'free', seqId, blockKeys })) as KvCacheUsage;
   }
 
   /** One batched decoder step over the given rows; see batch-step.ts for the layout. */

@@ -46,25 +46,21 @@ export class NativeKvCache implements KvCache {
 
   usage(): KvCacheUsage {
     const u = this.decoder.usage();
-    return { usedBytes: u.usedBytes, reservedBytes: u.reservedBytes, capacityBytes: u.capacityBytes, sequences: u.sequences };
+    return {
+      usedBytes: u.usedBytes,
+      reservedBytes: u.reservedBytes,
+      capacityBytes: u.capacityBytes,
+      sequences: u.sequences,
+      storedBytes: u.storedBytes,
+      storedBlocks: u.storedBlocks,
+    };
   }
 
-  /** Bytes and count of the blocks kept outside any sequence (saveBlock). */
-  storedUsage(): { bytes: number; blocks: number } {
-    const u = this.decoder.usage();
-    return { bytes: u.storedBytes, blocks: u.storedBlocks };
-  }
-
-  /**
-   * Copies positions [start, start+count) of a sequence out of it; returns a handle. The block
-   * counts in the budget beside the other sequences' reservations (the source's covers it until
-   * the source is freed).
-   */
+  /** See KvCache.saveBlock: the copy stays in native (or device) memory. */
   saveBlock(seqId: number, start: number, count: number): number {
     return nativeCall(() => this.decoder.saveBlock(u32('sequence id', seqId), u32('start', start), u32('count', count)));
   }
 
-  /** Appends a stored block at the sequence's current length (within its reservation). */
   loadBlock(seqId: number, handle: number): void {
     nativeCall(() => this.decoder.loadBlock(u32('sequence id', seqId), u32('handle', handle)));
   }

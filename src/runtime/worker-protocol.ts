@@ -3,6 +3,7 @@
 
 import type { ImagePreprocessing, RgbImage } from '../model/index.js';
 import type { KvCacheUsage } from './kv-cache.js';
+import type { PrefixCacheOptions } from './prefix-cache.js';
 import type { TensorData } from './batch-step.js';
 
 export type GraphName = 'vision_encoder' | 'connector' | 'embed_tokens' | 'decoder';
@@ -52,6 +53,8 @@ export interface WorkerInit {
   session: SessionSettings;
   /** Present when the worker loads the decoder (it then also needs embed_tokens). */
   decoder?: DecoderSettings;
+  /** The prefix cache beside the decoder's KV cache (prefix-cache.ts); absent: off. */
+  prefixCache?: PrefixCacheOptions;
   /** Present when the worker loads the vision graphs: it resizes and normalises images itself. */
   imagePreprocessing?: ImagePreprocessing;
 }
@@ -67,12 +70,19 @@ export interface StepRowRequest {
 export type WorkerRequest =
   | { id: number; op: 'run'; graph: GraphName; feeds: Record<string, TensorData> }
   | { id: number; op: 'encode_images'; images: RgbImage[] }
-  | { id: number; op: 'allocate'; seqId: number; maxPositions: number }
-  | { id: number; op: 'free'; seqId: number }
+  // blockKeys: the prefix cache's keys of the blocks to look up (allocate) or to store (free).
+  | { id: number; op: 'allocate'; seqId: number; maxPositions: number; blockKeys?: string[] }
+  | { id: number; op: 'free'; seqId: number; blockKeys?: string[] }
   | { id: number; op: 'step'; rows: StepRowRequest[] }
   | { id: number; op: 'usage' }
   | { id: number; op: 'counters' }
   | { id: number; op: 'close' };
+
+export interface AllocateResult {
+  usage: KvCacheUsage;
+  /** Prompt positions loaded from the prefix cache (0 when it is off or had nothing). */
+  cachedPositions: number;
+}
 
 export interface StepResult {
   /** [B, V] the last real position's logits of each row, in request order. */
@@ -102,7 +112,7 @@ export interface EncodedImages {
   visionSeconds: number;
 }
 
-export type WorkerResult = Record<string, TensorData> | StepResult | EncodedImages | KvCacheUsage | StepCounters | null;
+export type WorkerResult = Record<string, TensorData> | StepResult | EncodedImages | AllocateResult | KvCacheUsage | StepCounters | null;
 
 export interface WorkerErrorInfo {
   name: string;

@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import { preprocessImage, type RgbImage } from '../model/index.js';
 import type { BackendLoader, DecoderBackend, RuntimeBackend } from './backend.js';
+import { PREFIX_BLOCK_POSITIONS, PrefixCache } from './prefix-cache.js';
 import {
   transferables,
   type EncodedImages,
@@ -29,10 +30,20 @@ const loaders: Record<WorkerInit['runtime'], BackendLoader> = {
 };
 
 let backend: RuntimeBackend | null = null;
+let prefix: PrefixCache | null = null;
 
 async function load(): Promise<WorkerHello> {
   backend = await loaders[init.runtime](init);
+  if (backend.decoder) {
+    prefix = new PrefixCache(backend.decoder.cache, init.prefixCache ?? { capacityBytes: 0, blockPositions: PREFIX_BLOCK_POSITIONS });
+  }
   return { type: 'ready', io: backend.graphs };
+}
+
+/** Sequences are allocated and freed through the prefix cache, which lives beside the KV cache. */
+function prefixCache(): PrefixCache {
+  if (!prefix) throw new Error('this worker has no decoder');
+  return prefix;
 }
 
 function decoder(): DecoderBackend {
@@ -65,11 +76,12 @@ async function handle(req: WorkerRequest): Promise<WorkerResult> {
       return backend.run(req.graph, req.feeds);
     case 'encode_images':
       return encodeImages(req.images);
-    case 'allocate':
-      decoder().cache.allocate(req.seqId, req.maxPositions);
-      return decoder().cache.usage();
+    case 'allocate': {
+      const cachedPositions = prefixCache().allocate(req.seqId, req.maxPositions, req.blockKeys);
+      return { usage: decoder().cache.usage(), cachedPositions };
+    }
     case 'free':
-      backend?.decoder?.cache.free(req.seqId);
+      prefix?.release(req.seqId, req.blockKeys);
       return backend?.decoder ? backend.decoder.cache.usage() : null;
     case 'step':
       return decoder().step(req.rows);

@@ -33,6 +33,9 @@ const OURS = [
   'image_cache_hits_total',
   'image_cache_misses_total',
   'image_cache_bytes',
+  'prefix_cache_queries_total',
+  'prefix_cache_hits_total',
+  'prefix_cache_bytes',
   'requests_cancelled_total',
   'image_fetches_total',
   'image_fetch_seconds',
@@ -95,22 +98,34 @@ describe('metrics', () => {
     }
   });
 
-  test('image cache counters and bytes come from stats().imageCache at scrape time', async () => {
+  test('image and prefix cache counters and bytes come from stats() at scrape time', async () => {
     const engine = new FakeEngine();
     let imageCache = { hits: 3, misses: 2, bytes: 4096, entries: 2 };
-    Object.defineProperty(engine, 'stats', { value: () => ({ running: 0, waiting: 0, kvCache: null, imageCache }) });
+    let prefixCache = { queries: 900, hits: 736, bytes: 1 << 20 };
+    Object.defineProperty(engine, 'stats', { value: () => ({ running: 0, waiting: 0, kvCache: null, imageCache, prefixCache }) });
     const t = await startApp({ engine });
     try {
       let text = (await t.app.inject('/metrics')).body;
-      assert.match(text, /^# TYPE tinyllava_image_cache_hits_total counter$/m);
-      assert.match(text, /^# TYPE tinyllava_image_cache_bytes gauge$/m);
-      assert.equal(sample(text, 'tinyllava_image_cache_hits_total{model_name="fake-vlm"}'), 3);
-      assert.equal(sample(text, 'tinyllava_image_cache_misses_total{model_name="fake-vlm"}'), 2);
-      assert.equal(sample(text, 'tinyllava_image_cache_bytes{model_name="fake-vlm"}'), 4096);
+      for (const [name, type] of [
+        ['image_cache_hits_total', 'counter'],
+        ['image_cache_bytes', 'gauge'],
+        ['prefix_cache_queries_total', 'counter'],
+        ['prefix_cache_hits_total', 'counter'],
+        ['prefix_cache_bytes', 'gauge'],
+      ]) {
+        assert.match(text, new RegExp(`^# TYPE tinyllava_${name} ${type}$`, 'm'));
+      }
+      const value = (name: string): number | undefined => sample(text, `tinyllava_${name}{model_name="fake-vlm"}`);
+      assert.deepEqual(
+        ['image_cache_hits_total', 'image_cache_misses_total', 'image_cache_bytes'].map(value),
+        [3, 2, 4096],
+      );
+      assert.deepEqual(['prefix_cache_queries_total', 'prefix_cache_hits_total', 'prefix_cache_bytes'].map(value), [900, 736, 1 << 20]);
       imageCache = { hits: 10, misses: 2, bytes: 2048, entries: 1 };
+      prefixCache = { queries: 1000, hits: 800, bytes: 0 };
       text = (await t.app.inject('/metrics')).body;
-      assert.equal(sample(text, 'tinyllava_image_cache_hits_total{model_name="fake-vlm"}'), 10);
-      assert.equal(sample(text, 'tinyllava_image_cache_bytes{model_name="fake-vlm"}'), 2048);
+      assert.deepEqual(['image_cache_hits_total', 'image_cache_bytes'].map(value), [10, 2048]);
+      assert.deepEqual(['prefix_cache_queries_total', 'prefix_cache_hits_total', 'prefix_cache_bytes'].map(value), [1000, 800, 0]);
     } finally {
       await t.close();
     }
@@ -125,6 +140,7 @@ describe('metrics', () => {
       assert.equal(sample(text, 'tinyllava_kv_cache_usage_perc{model_name="fake-vlm"}'), 0);
       assert.equal(sample(text, 'tinyllava_image_cache_hits_total{model_name="fake-vlm"}'), 0);
       assert.equal(sample(text, 'tinyllava_image_cache_bytes{model_name="fake-vlm"}'), 0);
+      assert.equal(sample(text, 'tinyllava_prefix_cache_hits_total{model_name="fake-vlm"}'), 0);
     } finally {
       await t.close();
     }

@@ -59,7 +59,7 @@ describe(`real engine on ${PACKAGE}`, () => {
     assert.equal(choice.message.content, golden.answer_text);
     assert.equal(completion.usage!.prompt_tokens, golden.input_length);
     assert.equal(completion.usage!.completion_tokens, golden.greedy_ids.length);
-    assert.equal((completion.usage!.prompt_tokens_details as { image_tokens: number }).image_tokens, 728);
+    assert.deepEqual(completion.usage!.prompt_tokens_details, { image_tokens: 728, cached_tokens: 0 }); // the first request: nothing cached
     // token by token: one logprob entry per reference id, whose bytes spell the same text (before
     // the answer's strip, which the reference applies to the whole text)
     const tokens = choice.logprobs!.content!;
@@ -85,6 +85,9 @@ describe(`real engine on ${PACKAGE}`, () => {
     const text = events.map((e) => e.choices[0]?.delta.content ?? '').join('');
     assert.equal(text, loadGolden(PACKAGE).cases[0].answer_text);
     assert.equal(events.at(-1)!.usage.completion_tokens, 32);
+    // the same prompt again: every full 16-position block before its last position came from the prefix cache
+    const { prompt_tokens, prompt_tokens_details } = events.at(-1)!.usage;
+    assert.equal(prompt_tokens_details.cached_tokens, Math.floor((prompt_tokens - 1) / 16) * 16);
   });
 
   const post = (messages: unknown, extra: object = {}) =>
@@ -179,5 +182,8 @@ describe(`real engine on ${PACKAGE}`, () => {
     assert.match(text, new RegExp(`^tinyllava_num_requests_running{model_name="${PACKAGE}"} 0$`, 'm'));
     assert.match(text, new RegExp(`^tinyllava_kv_cache_usage_perc{model_name="${PACKAGE}"} 0$`, 'm'));
     assert.match(text, new RegExp(`^tinyllava_images_processed_total{model_name="${PACKAGE}"} \\d+$`, 'm'));
+    const value = (name: string): number => Number(new RegExp(`^tinyllava_${name}{model_name="${PACKAGE}"} (\\S+)$`, 'm').exec(text)?.[1]);
+    assert.ok(value('prefix_cache_hits_total') > 0 && value('prefix_cache_hits_total') < value('prefix_cache_queries_total'));
+    assert.ok(value('prefix_cache_bytes') > 0);
   });
 });

@@ -94,3 +94,38 @@ test('bench --json-schema --quick compares decoding with and without the schema 
     rmSync(out, { recursive: true, force: true });
   }
 });
+
+test('bench --multi-turn --quick: TTFT per turn with the prefix cache on and off, the cache hit from turn 2 on', { timeout: 120_000 }, async () => {
+  const out = mkdtempSync(join(tmpdir(), 'bench-'));
+  try {
+    await promisify(execFile)(
+      process.execPath,
+      [join(root, 'dist', 'bench', 'serve-bench.js'), '--quick', '--multi-turn', '--model', join(root, 'test/fixtures/packages/tiny-random-qwen2-siglip'), '--out', out],
+      { cwd: root, timeout: 110_000 },
+    );
+    const files = readdirSync(out).sort();
+    assert.equal(files.length, 2);
+    assert.match(files[0], /tiny-random-qwen2-siglip-fp32-multi-turn-quick\.json$/);
+    const report = JSON.parse(readFileSync(join(out, files[0]), 'utf8'));
+    const { on, off } = report.prefixCache;
+    assert.deepEqual(on.map((l: { concurrency: number }) => l.concurrency), [1, 2]);
+    for (const [i, level] of on.entries()) {
+      assert.equal(level.failed + off[i].failed, 0);
+      assert.equal(level.turns.length, 4);
+      for (const [t, turn] of level.turns.entries()) {
+        const offTurn = off[i].turns[t];
+        assert.equal(turn.promptTokens, offTurn.promptTokens, 'the same conversations on both servers');
+        assert.equal(offTurn.cachedTokens, 0);
+        // from turn 2 on, at least turn 1's whole prompt but its partial last block comes from the cache
+        if (t > 0) assert.ok(turn.cachedTokens >= Math.floor(level.turns[0].promptTokens / 16) * 16, JSON.stringify(turn));
+        assert.ok(turn.cachedTokens < turn.promptTokens);
+        assert.ok(turn.ttftP50 > 0 && offTurn.ttftP50 > 0);
+      }
+    }
+    assert.equal(report.comparison.length, 8);
+    assert.deepEqual(report.targets.map((t: { concurrency: number }) => t.concurrency), [1]);
+    assert.match(readFileSync(join(out, files[1]), 'utf8'), /\| concurrency \| turn \| prompt positions \| cached positions \(on\)/);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});

@@ -123,6 +123,8 @@ describe('deployment files', () => {
       'kv_cache_usage_perc',
       'image_cache_hits_total',
       'image_cache_misses_total',
+      'prefix_cache_hits_total',
+      'prefix_cache_queries_total',
       'request_errors_total',
     ]) {
       assert.ok(exprs.includes(`tinyllava_${metric}`), metric);

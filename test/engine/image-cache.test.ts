@@ -134,6 +134,16 @@ test('off at 0 bytes: every image goes to the encoder, nothing is counted', asyn
   assert.deepEqual(encoder.calls, [1, 1]);
   assert.deepEqual(again.embeds[0], embeddingOf(image(1)));
   assert.equal(embedder.cacheStats(), null);
+  assert.equal(again.keys, undefined, 'nothing hashed');
+});
+
+test('content keys for the prefix cache: returned in order, also with the cache off (keyImages)', async () => {
+  const want = await Promise.all([image(1), image(2)].map((img) => imageKey(namespace, img)));
+  for (const cacheBytes of [0, 1 << 20]) {
+    const embedder = new ImageEmbedder(new FakeEncoder(), { cacheBytes, maxBatchImages: 8, namespace, keyImages: true });
+    assert.deepEqual((await embedder.embedImages([image(1), image(2)])).keys, want, `cache ${cacheBytes}`);
+    assert.deepEqual((await embedder.embedImages([image(2)])).keys, [want[1]]);
+  }
 });
 
 test('concurrent requests for one image share one encode', async () => {

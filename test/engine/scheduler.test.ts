@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { JsKvCache, type KvCacheUsage } from '../../src/runtime/kv-cache.js';
 import { appendPresents, buildDecoderFeeds, type StepRow } from '../../src/runtime/batch-step.js';
-import type { StepResult, StepRowRequest } from '../../src/runtime/model-runner.js';
+import type { AllocateResult, StepResult, StepRowRequest } from '../../src/runtime/model-runner.js';
+import { PrefixCache } from '../../src/runtime/prefix-cache.js';
 import { Scheduler, type StepRunner } from '../../src/engine/scheduler.js';
 import { Sequence, type PreparedPrompt } from '../../src/engine/sequence.js';
 import { EngineError } from '../../src/engine/errors.js';
@@ -18,6 +19,7 @@ import { request } from '../support/golden.js';
 
 const { D, V } = REF;
 const bytesPerPosition = 2 * REF.L * REF.H * REF.Dh * 4;
+const BLOCK = 4; // prefix-cache block positions: small, so that the fake's short prompts span several
 
 function embed(id: number): Float32Array {
   return Float32Array.from({ length: D }, (_, i) => Math.cos(id * 1.9 + i * 0.61));
@@ -25,22 +27,28 @@ function embed(id: number): Float32Array {
 
 class FakeRunner implements StepRunner {
   readonly cache: JsKvCache;
+  readonly prefix: PrefixCache;
   failNextStep = false;
   steps: number[][] = []; // seq ids per step
-  constructor(capacityPositions: number) {
+  /** Rows' positions fed per step: [seqId, count] */
+  fed: [number, number][][] = [];
+  /** prefixPositions: the prefix cache's capacity (default 0: off), sharing the KV capacity. */
+  constructor(capacityPositions: number, prefixPositions = 0) {
     this.cache = new JsKvCache({ numLayers: REF.L, numKvHeads: REF.H, headDim: REF.Dh }, capacityPositions * bytesPerPosition);
+    this.prefix = new PrefixCache(this.cache, { capacityBytes: prefixPositions * bytesPerPosition, blockPositions: BLOCK });
   }
-  async allocate(seqId: number, maxPositions: number): Promise<KvCacheUsage> {
-    this.cache.allocate(seqId, maxPositions);
-    return this.cache.usage();
+  async allocate(seqId: number, maxPositions: number, blockKeys?: string[]): Promise<AllocateResult> {
+    const cachedPositions = this.prefix.allocate(seqId, maxPositions, blockKeys);
+    return { usage: this.cache.usage(), cachedPositions };
   }
-  async free(seqId: number): Promise<KvCacheUsage> {
-    this.cache.free(seqId);
+  async free(seqId: number, blockKeys?: string[]): Promise<KvCacheUsage> {
+    this.prefix.release(seqId, blockKeys);
     return this.cache.usage();
   }
   async step(rows: StepRowRequest[]): Promise<StepResult> {
     await new Promise((r) => setImmediate(r)); // a step takes time: others may arrive meanwhile
     this.steps.push(rows.map((r) => r.seqId));
+    this.fed.push(rows.map((r) => [r.seqId, r.embeds ? r.embeds.length / D : r.ids!.length]));
     if (this.failNextStep) {
       this.failNextStep = false;
       throw new Error('boom');
@@ -220,4 +228,72 @@ test('a deadline before the first token fails with deadline_exceeded; after it, 
   assert.ok(r.done.usage.completionTokens >= 3 && r.done.usage.completionTokens < 50);
   await s.close();
   assert.equal(runner.cache.usage().sequences, 0, 'both reservations were freed');
+});
+
+// ---- the prefix cache (runner side: src/runtime/prefix-cache.ts) as the scheduler drives it ----
+
+/** Runs prompts one after another on one scheduler; returns each one's tokens and cached positions. */
+async function inTurn(runner: FakeRunner, prefix: boolean, turns: { prompt: number[]; maxTokens: number }[]) {
+  const s = new Scheduler(runner, { ...limits, prefillChunkTokens: 8, prefixBlockPositions: prefix ? BLOCK : null });
+  const out: { ids: number[]; cached: number }[] = [];
+  for (const t of turns) {
+    const seq = sequence(t.prompt, t.maxTokens);
+    s.submit(seq);
+    const { ids, done } = await drain(seq);
+    await new Promise((r) => setImmediate(r)); // the release after done
+    out.push({ ids, cached: done.usage.cachedTokens });
+  }
+  await s.close();
+  return { out, counters: s.prefixCounters };
+}
+
+test('prefix cache: a follow-up prompt loads the earlier KV and gets the tokens it gets without it', async () => {
+  const first = { prompt: prompts[2], maxTokens: 6 };
+  const off = await inTurn(new FakeRunner(1000), false, [first]);
+  // turn 2 repeats turn 1's prompt and answer; another prompt shares only its first 5 positions
+  const turn2 = { prompt: [...prompts[2], ...off.out[0].ids, 2, 3], maxTokens: 5 };
+  const partial = { prompt: [...prompts[2].slice(0, 5), 1, 1, 1, 1], maxTokens: 5 };
+  const turns = [first, turn2, partial, first];
+  const without = await inTurn(new FakeRunner(1000), false, turns);
+  const runner = new FakeRunner(1000, 1000);
+  const withCache = await inTurn(runner, true, turns);
+  assert.deepEqual(withCache.out.map((o) => o.ids), without.out.map((o) => o.ids));
+  // 11 + 6 answer tokens, 5 of them fed back: 16 positions = 4 blocks stored; turn 2 (19
+  // positions) finds them all; the partial prompt its first block; the repeat 8 of its 11 (never
+  // the last position).
+  assert.deepEqual(withCache.out.map((o) => o.cached), [0, 16, 4, 8]);
+  assert.deepEqual(without.out.map((o) => o.cached), [0, 0, 0, 0]);
+  assert.deepEqual(withCache.counters, { queries: 11 + 19 + 9 + 11, hits: 16 + 4 + 8 });
+  assert.deepEqual(without.counters, { queries: 0, hits: 0 });
+  // only the rest was fed: turn 2's prefill carried 3 positions
+  const turn2Seq = runner.fed.find((rows) => rows.some(([, n]) => n === 3));
+  assert.ok(turn2Seq, `a 3-position prefill (${JSON.stringify(runner.fed.filter((r) => r[0][1] > 1))})`);
+  assert.equal(runner.cache.usage().sequences, 0);
+});
+
+test('prefix cache: stored blocks never make a sequence wait or fail that an empty cache admits', async () => {
+  // 17 positions of KV in all: turn 1 (11 + 6) leaves 16 positions stored; the next prompt
+  // needs the whole budget again and is admitted, as with no prefix cache
+  const turns = [
+    { prompt: prompts[2], maxTokens: 6 },
+    { prompt: prompts[0], maxTokens: 11 },
+  ];
+  const runner = new FakeRunner(17, 17);
+  const withCache = await inTurn(runner, true, turns);
+  const without = await inTurn(new FakeRunner(17), false, turns);
+  assert.deepEqual(withCache.out, without.out);
+  // turn 1's blocks gave way; turn 2 left its own 6 + 10 fed positions: 4 blocks
+  assert.equal(runner.cache.usage().storedBlocks, 4);
+  assert.equal(runner.prefix.allocate(999, 11, sequence(prompts[2], 1).lookupKeys(BLOCK)), 0);
+});
+
+test('prefix cache: a failed sequence stores nothing', async () => {
+  const runner = new FakeRunner(1000, 1000);
+  const s = new Scheduler(runner, { ...limits, prefixBlockPositions: BLOCK });
+  const a = sequence(prompts[2], 5);
+  s.submit(a);
+  runner.failNextStep = true;
+  await assert.rejects(drain(a), (e: unknown) => e instanceof EngineError && e.code === 'model_error');
+  await s.close();
+  assert.equal(runner.cache.usage().storedBlocks, 0);
 });

@@ -32,7 +32,7 @@ test('bytes per position and reservation accounting', () => {
   const c = new JsKvCache(layout, perPos * 10);
   assert.equal(c.bytesPerPosition, perPos);
   c.allocate(1, 6);
-  assert.deepEqual(c.usage(), { usedBytes: 0, reservedBytes: 6 * perPos, capacityBytes: 10 * perPos, sequences: 1 });
+  assert.deepEqual(c.usage(), { usedBytes: 0, reservedBytes: 6 * perPos, capacityBytes: 10 * perPos, sequences: 1, storedBytes: 0, storedBlocks: 0 });
   assert.throws(() => c.allocate(2, 5), KvCacheFullError);
   c.allocate(2, 4);
   assert.throws(() => c.allocate(2, 0), /already allocated/);

@@ -71,8 +71,9 @@ describe(`model runner (${name ?? 'no fixtures'}, ${runtime} runtime)`, { skip: 
   test('allocate enforces the byte capacity; free returns it', async () => {
     const bytesPerPosition = 2 * port.text.numLayers * port.text.numKvHeads * port.text.headDim * 4;
     const positions = Math.floor((1 << 26) / bytesPerPosition);
-    const usage = await runner.allocate(100, positions);
+    const { usage, cachedPositions } = await runner.allocate(100, positions);
     assert.equal(usage.reservedBytes, positions * bytesPerPosition);
+    assert.equal(cachedPositions, 0);
     await assert.rejects(runner.allocate(101, 1), KvCacheFullError);
     assert.equal((await runner.free(100)).reservedBytes, 0);
   });

@@ -4,7 +4,7 @@
 // present, rotary inside the op or outside on position_ids) and the `standard` form through the
 // native runtime must give the logits the js runtime gives for the standard graph, step for
 // step, through mixed prefill and decode rows, chunked prefill, rows leaving and joining, and
-// block growth. Then the prefix-cache primitives (saveBlock / loadBlock / dropBlock).
+// block growth. Then the prefix-cache primitives (saveBlock / loadBlock / dropBlock), on both backends.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import type { RuntimeBackend } from '../../src/runtime/backend.js';
 import { onnxruntimeNodeLibrary } from '../../src/runtime/execution-provider.js';
 import { loadJsBackend } from '../../src/runtime/js-backend.js';
-import { KvCacheFullError } from '../../src/runtime/kv-cache.js';
+import { KvCacheFullError, type KvCache } from '../../src/runtime/kv-cache.js';
 import { loadNativeBackend } from '../../src/runtime/native-backend.js';
 import { NativeKvCache } from '../../src/runtime/native-kv-cache.js';
 import type { RuntimeKind, StepRowRequest, WorkerInit } from '../../src/runtime/worker-protocol.js';
@@ -136,14 +136,16 @@ describe('shared_kv and standard decoders on the native runtime equal the js run
   });
 });
 
-for (const decoder of ['decoder_gqa_rotary', 'decoder_standard']) {
-  describe(`native KV cache primitives (${decoder})`, () => {
+// The prefix-cache primitives are part of the KvCache contract: the same tests on both backends.
+for (const [runtime, decoder] of [['native', 'decoder_gqa_rotary'], ['native', 'decoder_standard'], ['js', 'decoder_standard']] as const) {
+  describe(`KV cache prefix primitives (${runtime} runtime, ${decoder})`, () => {
     let backend: RuntimeBackend;
-    let cache: NativeKvCache;
+    let cache: KvCache;
     const bytesPerPosition = 2 * dims.numLayers * dims.numKvHeads * dims.headDim * 4;
     before(async () => {
-      backend = await load('native', decoder, 200 * bytesPerPosition);
-      cache = backend.decoder!.cache as NativeKvCache;
+      backend = await load(runtime, decoder, 200 * bytesPerPosition);
+      cache = backend.decoder!.cache;
+      assert.equal(cache instanceof NativeKvCache, runtime === 'native');
     });
     after(() => backend.release());
 
@@ -152,7 +154,7 @@ for (const decoder of ['decoder_gqa_rotary', 'decoder_standard']) {
       cache.allocate(1, 41);
       const whole = await backend.decoder!.step([{ seqId: 1, ids: prompt }]);
       const handle = cache.saveBlock(1, 0, 32);
-      assert.deepEqual(cache.storedUsage(), { bytes: 32 * bytesPerPosition, blocks: 1 });
+      assert.deepEqual([cache.usage().storedBytes, cache.usage().storedBlocks], [32 * bytesPerPosition, 1]);
       assert.equal(cache.usage().reservedBytes, 41 * bytesPerPosition);
       cache.allocate(2, 41);
       cache.loadBlock(2, handle);
@@ -165,7 +167,7 @@ for (const decoder of ['decoder_gqa_rotary', 'decoder_standard']) {
       ]);
       assertClose(next.logits.subarray(V), next.logits.subarray(0, V), 'the next step of both');
       cache.dropBlock(handle);
-      assert.deepEqual(cache.storedUsage(), { bytes: 0, blocks: 0 });
+      assert.deepEqual([cache.usage().storedBytes, cache.usage().storedBlocks], [0, 0]);
       assert.throws(() => cache.dropBlock(handle), /unknown stored block/);
       cache.free(1);
       cache.free(2);

@@ -206,7 +206,7 @@ export class FakeEngine implements Engine {
     return {
       type: 'done',
       finishReason,
-      usage: { promptTokens, completionTokens, imageTokens: images * this.model.numImageTokens },
+      usage: { promptTokens, completionTokens, imageTokens: images * this.model.numImageTokens, cachedTokens: 0 },
       timings: { imagePreprocess: 0.002 * images, visionEncoder: 0.003 * images, queue: 0.001, prefill: 0.004, decode: 0.01, firstToken: 0.01 },
     };
   }
