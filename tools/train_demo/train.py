@@ -10,8 +10,8 @@ paper's two stages, saved as a TinyLLaVA_Factory checkpoint (the layout the expo
 - Stage 1 (pretrain): captions only; the tower is frozen. The paper trains the connector alone
   on top of a pretrained LLM; ours is random, so the LLM is trained too.
 - Stage 2 (fine-tune): every question kind, 1-4 turns per conversation; the connector and the LLM
-  are trained, the tower stays frozen (the paper's base recipe; --tune-tower-in-stage2 trains it
-  too, the Factory's tune_type_vision_tower "full").
+  are trained, and the tower too at a lower learning rate (the Factory's tune_type_vision_tower
+  "full"; --freeze-tower-in-stage2 gives the paper's base recipe).
 
 Deterministic given --seed (and the thread count, fixed with --threads): the images come from
 numpy generators seeded from it, torch from torch.manual_seed. The held-out check at the end uses
@@ -66,18 +66,28 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: on a shared 2-core machine 2 threads measured slower)")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--stage1-steps", type=int, default=500)
+    ap.add_argument("--stage1-steps", type=int, default=400)
     ap.add_argument("--stage2-steps", type=int, default=1600)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--stage0-steps", type=int, default=1500, help="tower pretraining steps")
+    ap.add_argument("--stage0-steps", type=int, default=3000, help="tower pretraining steps")
     ap.add_argument("--stage0-batch", type=int, default=64)
-    ap.add_argument("--tune-tower-in-stage2", action="store_true",
-                    help="stage 2 trains the tower too (default: connector and LLM, the paper's base recipe)")
+    ap.add_argument("--freeze-tower-in-stage2", action="store_true",
+                    help="stage 2 trains the connector and the LLM only (the paper's base recipe)")
+    ap.add_argument("--stage3-steps", type=int, default=0,
+                    help="steps of a further fine-tune with --kind-weights (default 0: none)")
+    ap.add_argument("--kind-weights", default="yesno=6",
+                    help="stage 3: question kinds' sampling weights, KIND=W,... (others 1)")
+    ap.add_argument("--stage3-lr", type=float, default=1e-3)
+    ap.add_argument("--init-from", type=Path, metavar="CHECKPOINT",
+                    help="start from this checkpoint's weights (an earlier run with the same seed: same tokenizer)")
+    ap.add_argument("--tower-lr-scale", type=float, default=0.3, help="stage 2: the tower's learning rate, times --lr")
     ap.add_argument("--pool", type=int, default=4096, help="images drawn per pool")
     ap.add_argument("--pool-steps", type=int, default=400, help="steps before a fresh pool is drawn")
     ap.add_argument("--eval-count", type=int, default=400, help="held-out questions checked at the end")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="time N steps of each stage and exit")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    args.kind_weights = {k: float(w) for k, w in (kv.split("=") for kv in args.kind_weights.split(",") if kv)}
+    return args
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,7 +201,7 @@ class Pool:
         self.rng = np.random.default_rng([seed, stage, index, 1])
 
 
-def batch(pool: Pool, tokens: Tokens, size: int, stage: int):
+def batch(pool: Pool, tokens: Tokens, size: int, stage: int, kind_weights: dict | None = None):
     rng = pool.rng
     idx = rng.integers(len(pool.scenes), size=size)
     seqs = []
@@ -202,7 +212,12 @@ def batch(pool: Pool, tokens: Tokens, size: int, stage: int):
         else:
             # Several turns share one image's tokens: more answers per step for the same compute.
             n = int(rng.choice([1, 2, 3, 4], p=[0.15, 0.2, 0.3, 0.35]))
-            kinds = rng.permutation(S.question_kinds(scene))[:n]
+            if kind_weights:  # weighted, with replacement (a yes/no question may come twice)
+                allowed = S.question_kinds(scene)
+                w = np.array([kind_weights.get(k, 1.0) for k in allowed])
+                kinds = rng.choice(allowed, size=n, p=w / w.sum())
+            else:
+                kinds = rng.permutation(S.question_kinds(scene))[:n]
             turns = [S.ask(scene, k, rng) for k in kinds]
         seqs.append(tokens.conversation(turns))
     longest = max(len(ids) for ids, _ in seqs)
@@ -254,7 +269,7 @@ def loss_of(model, tokens: Tokens, px, ids, labels, train_vision: bool, prefix_c
 
 
 def optimizer(params, lr: float, steps: int):
-    """AdamW, linear warm-up then cosine decay to 5%."""
+    """AdamW, linear warm-up then cosine decay to 5%. `params`: tensors or parameter groups."""
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     warmup = max(1, min(100, steps // 10))
 
@@ -321,18 +336,23 @@ def pretrain_tower(model, args, log):
 
 
 def train_stage(model, tokens, args, stage: int, steps: int, log):
-    train_vision = stage == 2 and args.tune_tower_in_stage2
+    train_vision = stage == 2 and not args.freeze_tower_in_stage2
     for p in model.vision_tower.parameters():
         p.requires_grad_(train_vision)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt, sched = optimizer(params, args.lr, steps)
+    tower = {id(p) for p in model.vision_tower.parameters()}
+    lr = args.stage3_lr if stage == 3 else args.lr
+    groups = [{"params": [p for p in params if id(p) not in tower], "lr": lr}]
+    if train_vision:
+        groups.append({"params": list(model.vision_tower.parameters()), "lr": lr * args.tower_lr_scale})
+    opt, sched = optimizer(groups, lr, steps)
     model.train()
     pool, t0, running = None, time.time(), None
     timed = args.profile or steps
     for step in range(timed):
         if step % args.pool_steps == 0:
             pool = Pool(args.seed, stage, step // args.pool_steps, args.pool)
-        px, ids, labels = batch(pool, tokens, args.batch, stage)
+        px, ids, labels = batch(pool, tokens, args.batch, stage, args.kind_weights if stage == 3 else None)
         loss = loss_of(model, tokens, px, ids, labels, train_vision)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -342,7 +362,7 @@ def train_stage(model, tokens, args, stage: int, steps: int, log):
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 100 == 0 or step == timed - 1:
             log(f"stage {stage} step {step}/{steps} loss {running:.4f} ({(time.time() - t0) / (step + 1):.3f} s/step)")
-        if stage == 2 and step % 800 == 799 and not args.profile:
+        if (stage == 2 and step % 800 == 799 or stage == 3 and step % 200 == 199) and not args.profile:
             model.eval()
             quick = evaluate(model, tokens, args.seed + 1000, 80)
             log(f"  held-out (80) accuracy {quick['accuracy']:.3f} {quick['per_kind']}")
@@ -421,9 +441,20 @@ def main(argv=None) -> int:
     report = {"command": " ".join(["npm run train-demo --"] + (sys.argv[1:] if argv is None else argv)),
               "seed": args.seed, "threads": args.threads, "batch": args.batch, "parameters": n_params,
               "torch": torch.__version__, "transformers": transformers.__version__}
-    report["stage0"] = pretrain_tower(model, args, log)
-    report["stage1"] = train_stage(model, tokens, args, 1, args.stage1_steps, log)
-    report["stage2"] = train_stage(model, tokens, args, 2, args.stage2_steps, log)
+    if args.init_from:
+        from safetensors.torch import load_file
+        missing, unexpected = model.load_state_dict(load_file(str(args.init_from / "model.safetensors")), strict=False)
+        assert not unexpected and set(missing) <= {"language_model.lm_head.weight"}, (missing, unexpected)
+        model.tie_weights()
+        report["init_from"] = str(args.init_from)
+        log(f"weights from {args.init_from}")
+    if args.stage0_steps:
+        report["stage0"] = pretrain_tower(model, args, log)
+    for stage, steps in ((1, args.stage1_steps), (2, args.stage2_steps), (3, args.stage3_steps)):
+        if steps:
+            report[f"stage{stage}"] = train_stage(model, tokens, args, stage, steps, log)
+    if args.stage3_steps:
+        report["stage3"]["kind_weights"] = args.kind_weights
     if args.profile:
         return 0
     report["train_seconds"] = round(time.time() - started, 1)
