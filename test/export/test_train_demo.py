@@ -15,7 +15,7 @@ import synth as S  # noqa: E402
 import train as T  # noqa: E402
 from tinyllava_export.export import run_export  # noqa: E402
 
-FEW = ["--stage1-steps", "3", "--stage2-steps", "3", "--batch", "4", "--pool", "16", "--eval-count", "8"]
+FEW = ["--stage0-steps", "3", "--stage1-steps", "3", "--stage2-steps", "3", "--batch", "4", "--pool", "16", "--eval-count", "8"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_the_checkpoint_is_a_factory_checkpoint_the_exporter_passes(two_runs, tm
     assert m["vision"]["num_image_tokens"] == (S.IMAGE_SIZE // T.TOWER["patch_size"]) ** 2 - 1
     assert m["image_preprocessing"]["size"] == {"height": S.IMAGE_SIZE, "width": S.IMAGE_SIZE}
     report = json.loads((ckpt / "train_report.json").read_text())
-    assert report["stage1"]["steps"] == 3 and report["stage2"]["steps"] == 3 and 0 <= report["held_out"]["accuracy"] <= 1
+    assert report["stage0"]["steps"] == report["stage1"]["steps"] == report["stage2"]["steps"] == 3 and 0 <= report["held_out"]["accuracy"] <= 1
 
 
 def test_the_same_seed_trains_the_same_weights(two_runs):
