@@ -2,11 +2,12 @@
 #
 #   docker build -t tinyllava-serve .                              # CPU
 #   docker build --target cuda -t tinyllava-serve:cuda .           # NVIDIA GPU (CUDA 13, driver R580+)
-#   docker run -p 8000:8000 tinyllava-serve                        # serves the bundled test model
+#   docker run -p 8000:8000 tinyllava-serve                        # serves the bundled demo model
 #   docker run -p 8000:8000 -v $PWD/models:/models:ro -e MODEL_DIR=/models/my-package tinyllava-serve
 #
 # Model packages are not in the image (export them with `npm run export`, mount them read-only);
-# only the bundled random-init test package is, so that a run without a volume still serves.
+# only the bundled demo package (models/tinyllava-demo, a few MB) is, so that a run without a
+# volume still serves.
 # Nothing is downloaded at run time. The guide: docs/deployment.md.
 #
 # Build arguments: BASE_IMAGE, a Node 20 image on Debian bookworm (the build and CPU stages; the

@@ -165,8 +165,8 @@ export const SETTINGS: { readonly [K in keyof Config]: Setting<Config[K]> } = {
   modelDir: {
     env: 'MODEL_DIR',
     flag: 'model',
-    default: resolve(repoRoot, 'models/tiny-random-qwen2-siglip'),
-    defaultText: 'models/tiny-random-qwen2-siglip',
+    default: resolve(repoRoot, 'models/tinyllava-demo'),
+    defaultText: 'models/tinyllava-demo',
     description: 'Model package directory (made by `npm run export`).',
     parse: (raw) => resolve(nonEmpty(raw)),
   },

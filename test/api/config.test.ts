@@ -12,7 +12,7 @@ describe('configuration', () => {
   test('defaults: the bundled model on 127.0.0.1:8000, a 32 MiB body limit', () => {
     const c = loadConfig([], {});
     assert.deepEqual(c, defaultConfig());
-    assert.equal(c.modelDir, join(repoRoot, 'models/tiny-random-qwen2-siglip'));
+    assert.equal(c.modelDir, join(repoRoot, 'models/tinyllava-demo'));
     assert.equal(c.host, '127.0.0.1');
     assert.equal(c.port, 8000);
     assert.equal(c.bodyLimitBytes, 32 * 1024 * 1024);

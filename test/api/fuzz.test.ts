@@ -1,8 +1,9 @@
 // The whole HTTP contract under a fuzzer: schemathesis (tools/fuzz/) generates requests from
 // openapi.yaml for every operation, valid and invalid, JSON and multipart (with real and broken
-// images, tools/fuzz/hooks.py), plus methods no path takes, against `npm start` on the bundled
-// model. No response may be a 5xx or break the schema (status, content type, headers, body,
-// every SSE event); a request the schema refuses must be refused. Afterwards the server must
+// images, tools/fuzz/hooks.py), plus methods no path takes, against `npm start` on the
+// random-init fixture package (its text is meaningless; the fuzzer checks the contract only).
+// No response may be a 5xx or break the schema (status, content type, headers, body, every SSE
+// event); a request the schema refuses must be refused. Afterwards the server must
 // be healthy, serve a plain request, and have logged no error.
 //
 // Bounded: a fixed seed and FUZZ_EXAMPLES (default 60) generated cases per operation and phase.
@@ -13,6 +14,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { packageDir } from '../support/golden.js';
 import { repoRoot } from './support/harness.js';
 import { startServer } from './support/server-process.js';
 
@@ -21,7 +23,7 @@ const EXAMPLES = process.env.FUZZ_EXAMPLES ?? '60';
 
 test('schemathesis finds no 5xx and no response outside openapi.yaml', { timeout: 15 * 60_000 }, async () => {
   assert.ok(existsSync(SCHEMATHESIS), `${SCHEMATHESIS} is missing: run npm run setup:python (npm test does)`);
-  const server = await startServer([], { LOG_LEVEL: 'info', API_KEYS: '' }, { ready: true });
+  const server = await startServer(['--model', packageDir('tiny-random-qwen2-siglip')], { LOG_LEVEL: 'info', API_KEYS: '' }, { ready: true });
   const { url, logs } = server;
   const work = mkdtempSync(join(tmpdir(), 'tinyllava-fuzz-'));
   try {

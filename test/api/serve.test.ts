@@ -44,7 +44,7 @@ describe('npm start', () => {
   test('--help lists the settings and exits 0', () => {
     const r = spawnSync(process.execPath, [SERVE, '--help'], { encoding: 'utf8' });
     assert.equal(r.status, 0);
-    assert.match(r.stdout, /--model \(MODEL_DIR, default models\/tiny-random-qwen2-siglip\)/);
+    assert.match(r.stdout, /--model \(MODEL_DIR, default models\/tinyllava-demo\)/);
   });
 
   test('listens before the model loads, serves it, drains on SIGTERM and exits 0', async () => {

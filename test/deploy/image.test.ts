@@ -89,7 +89,7 @@ describe('the container image (podman, a locally made Node 20 base)', { skip: mi
     ].join('; ');
     const out = podman(['run', '--rm', '--network', 'none', '--entrypoint', 'sh', IMAGE, '-c', script]).stdout.split('--\n');
     assert.equal(out[0].trim(), '', `binaries of other platforms:\n${out[0]}`);
-    assert.equal(out[1].trim(), 'tiny-random-qwen2-siglip');
+    assert.equal(out[1].trim(), 'tinyllava-demo');
     assert.deepEqual(out[2].trim().split(/\s+/).filter((l) => !l.endsWith(':')), ['linux', 'x64']);
     assert.equal(out[3].trim(), '', `should not be in the image:\n${out[3]}`);
     assert.equal(out[4].trim().split('\n')[0], '10001');
@@ -110,7 +110,7 @@ describe('the container image (podman, a locally made Node 20 base)', { skip: mi
     const res = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: imageChatBody('photo-640x480.jpg').replace('"stream":true', '"stream":false') });
     assert.equal(res.status, 200);
     const answer = (await res.json()) as { model: string; choices: { finish_reason: string }[]; usage: { prompt_tokens_details: { image_tokens: number } } };
-    assert.equal(answer.model, 'tiny-random-qwen2-siglip');
+    assert.equal(answer.model, 'tinyllava-demo');
     assert.ok(answer.usage.prompt_tokens_details.image_tokens > 0, 'the image reached the model');
     assert.equal(await streamOnce(url, imageChatBody('small-100x80.png')), null);
 

@@ -162,6 +162,6 @@ describe('deployment files', () => {
     const entrypoints = [...dockerfile.matchAll(/^ENTRYPOINT (.+)$/gm)].map((m) => JSON.parse(m[1]));
     assert.deepEqual(entrypoints, [['node', 'dist/src/cli/serve.js'], ['node', 'dist/src/cli/serve.js']]);
     const ignored = readFileSync(join(repoRoot, '.dockerignore'), 'utf8').split('\n');
-    for (const entry of ['node_modules', 'dist', '.venv', 'native/target', '.cuda', 'models/*', '!models/tiny-random-qwen2-siglip']) assert.ok(ignored.includes(entry), entry);
+    for (const entry of ['node_modules', 'dist', '.venv', 'native/target', '.cuda', 'models/*', '!models/tinyllava-demo']) assert.ok(ignored.includes(entry), entry);
   });
 });

@@ -13,5 +13,5 @@ rm -rf "$out"
 mkdir -p "$out/dist" "$out/native/build" "$out/models"
 cp -a "$src/dist/src" "$out/dist/"
 cp -a "$src/package.json" "$src/openapi.yaml" "$src/node_modules" "$src/ui" "$out/"
-cp -a "$src/models/tiny-random-qwen2-siglip" "$out/models/"
+cp -a "$src/models/tinyllava-demo" "$out/models/"
 if compgen -G "$src/native/build/*.node" >/dev/null; then cp -a "$src"/native/build/*.node "$out/native/build/"; fi
