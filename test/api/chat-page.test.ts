@@ -11,18 +11,21 @@
 // Chromium comes from apt: tools/run-tests.sh (npm test) installs it when run as root.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium, type BrowserContext, type Page, type Request } from 'playwright-core';
 import sharp from 'sharp';
+import { defaultConfig } from '../../src/config.js';
 import { assertError, repoRoot, startApp } from './support/harness.js';
 import { startServer, type ServerProcess } from './support/server-process.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const SCREENSHOT = resolve(repoRoot, process.env.CHAT_PAGE_SCREENSHOT ?? 'test/.out/chat-page.png');
 const SYSTEM = 'You are a helpful assistant. Answer briefly.';
+// The model `npm start` serves when no --model is given.
+const DEFAULT_MODEL = defaultConfig().modelDir;
 const MAX_TOKENS = 24;
 
 type Message = { role: string; content: unknown };
@@ -107,10 +110,10 @@ describe('the chat page in headless chromium', { timeout: 5 * 60_000 }, () => {
     // The preview is the file as the page will send it.
     await page.locator('#preview-img[src^="data:"]').waitFor();
     assert.equal(await page.locator('#preview-img').getAttribute('src'), dataUrl);
-    await page.getByLabel('Question').fill('What colour is the circle?');
+    await page.getByLabel('Question').fill('What colour is the shape?');
 
     const first = await sendAndWait(page, 1);
-    const user = { role: 'user', content: [{ type: 'image_url', image_url: { url: dataUrl } }, { type: 'text', text: 'What colour is the circle?' }] };
+    const user = { role: 'user', content: [{ type: 'image_url', image_url: { url: dataUrl } }, { type: 'text', text: 'What colour is the shape?' }] };
     const sent = first.request.postDataJSON() as Record<string, unknown>;
     assert.deepEqual(sent, {
       messages: [{ role: 'system', content: SYSTEM }, user],
@@ -134,7 +137,7 @@ describe('the chat page in headless chromium', { timeout: 5 * 60_000 }, () => {
   });
 
   test('a second turn resends the conversation and is answered as the API answers it', async () => {
-    await page.getByLabel('Question').fill('And the background?');
+    await page.getByLabel('Question').fill('What colour is the background?');
     const second = await sendAndWait(page, 2, 'enter');
     const sent = second.request.postDataJSON() as { messages: Message[] };
     const firstAnswer = (await page.locator('.msg.assistant .text').first().textContent())!;
@@ -143,7 +146,7 @@ describe('the chat page in headless chromium', { timeout: 5 * 60_000 }, () => {
       ['system', 'user', 'assistant', 'user'],
     );
     assert.equal(sent.messages[2].content, firstAnswer);
-    assert.equal(sent.messages[3].content, 'And the background?');
+    assert.equal(sent.messages[3].content, 'What colour is the background?');
     assert.match(JSON.stringify(sent.messages[1].content), /data:image\/png;base64,/);
     const expected = await direct(server.url, { model: modelId, messages: sent.messages, temperature: 0, max_tokens: MAX_TOKENS });
     assert.equal(second.text, expected.json.choices[0].message.content);
@@ -207,6 +210,23 @@ describe('the chat page in headless chromium', { timeout: 5 * 60_000 }, () => {
     await page.getByText('pasted.png').waitFor();
     assert.equal(await page.locator('#preview-img').getAttribute('src'), dataUrl);
     await page.getByRole('button', { name: 'Remove image' }).click();
+  });
+
+  test("the bundled example: the default model's right answer appears on the page", async () => {
+    // The default model (models/tinyllava-demo) knows its example's answers (examples.json,
+    // also checked through the API by demo-accuracy.test.ts); asked from the page as a user
+    // would, with the model's own default system prompt (the field left empty).
+    const examples = JSON.parse(readFileSync(join(DEFAULT_MODEL, 'examples/examples.json'), 'utf8')) as { image: string; question: string; answer: string }[];
+    const example = examples[0];
+    await page.getByRole('button', { name: 'Clear conversation' }).click();
+    await page.getByLabel('System prompt').fill('');
+    await page.getByLabel('Image').setInputFiles(join(DEFAULT_MODEL, 'examples', example.image));
+    await page.locator('#preview-img[src^="data:"]').waitFor();
+    await page.getByLabel('Question').fill(example.question);
+    const answer = await sendAndWait(page, 1);
+    assert.equal(answer.text, example.answer, example.question);
+    assert.equal((answer.request.postDataJSON() as { messages: Message[] }).messages.length, 1);
+    await page.getByLabel('System prompt').fill(SYSTEM);
   });
 
   test('the page fetched nothing from anywhere but this server, and threw nothing', () => {
