@@ -320,12 +320,7 @@ def pretrain_tower(model, args, log):
         target = attribute_targets([pool.scenes[i] for i in idx])
         logits = probe(tower_features(model, pixels(pool.images[torch.from_numpy(idx)])))
         loss = sum(torch.nn.functional.cross_entropy(logits[a], target[a]) for a in ATTRIBUTES)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        running = _update(opt, sched, params, loss, running)
         if step % 250 == 249 or step == steps - 1:
             with torch.no_grad():
                 logits = probe(tower_features(model, test_px))
@@ -333,6 +328,16 @@ def pretrain_tower(model, args, log):
             log(f"stage 0 step {step + 1}/{steps} loss {running:.4f} probe accuracy {acc} "
                 f"({(time.time() - t0) / (step + 1):.3f} s/step)")
     return {"steps": steps, "seconds": round(time.time() - t0, 1), "final_loss": round(running, 4), "probe_accuracy": acc}
+
+
+def _update(opt, sched, params, loss, running):
+    """One optimiser step (gradients clipped to norm 1); returns the loss's running average."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    return loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
 
 
 def train_stage(model, tokens, args, stage: int, steps: int, log):
@@ -354,12 +359,7 @@ def train_stage(model, tokens, args, stage: int, steps: int, log):
             pool = Pool(args.seed, stage, step // args.pool_steps, args.pool)
         px, ids, labels = batch(pool, tokens, args.batch, stage, args.kind_weights if stage == 3 else None)
         loss = loss_of(model, tokens, px, ids, labels, train_vision)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        running = _update(opt, sched, params, loss, running)
         if step % 100 == 0 or step == timed - 1:
             log(f"stage {stage} step {step}/{steps} loss {running:.4f} ({(time.time() - t0) / (step + 1):.3f} s/step)")
         if (stage == 2 and step % 800 == 799 or stage == 3 and step % 200 == 199) and not args.profile:
