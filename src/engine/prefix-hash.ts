@@ -41,10 +41,12 @@ export function tokenKey(id: number): PositionKey {
   return `t${id}`;
 }
 
-/** The chain keys of the full blocks of `positions` (a last partial block has none). */
-export function blockKeys(positions: readonly PositionKey[], blockPositions: number): string[] {
+/**
+ * The chain keys of the full blocks of `positions` (a last partial block has none). `parent`:
+ * the key of the block before `positions[0]`, to continue a chain ('' at a prompt's start).
+ */
+export function blockKeys(positions: readonly PositionKey[], blockPositions: number, parent = ''): string[] {
   const keys: string[] = [];
-  let parent = '';
   for (let end = blockPositions; end <= positions.length; end += blockPositions) {
     const hash = createHash('sha256');
     hash.update(parent);

@@ -59,6 +59,7 @@ export class Sequence {
   private readonly constraint: GrammarConstraint | null;
   private failed = false;
   private positionKeys: PositionKey[] | null = null;
+  private promptBlocks: { size: number; keys: string[] } | null = null;
   private pendingIds: number[] = [];
   private pendingLogprobs: TokenLogprob[] = [];
   private readonly times: { arrival: number; queued: number; admitted: number; firstToken: number };
@@ -109,7 +110,8 @@ export class Sequence {
    * last position (which must run for the first token's logits).
    */
   lookupKeys(blockPositions: number): string[] {
-    return blockKeys(this.promptKeys().slice(0, this.prompt.length - 1), blockPositions);
+    const blocks = Math.floor(Math.min(this.promptKeys().length, this.prompt.length - 1) / blockPositions);
+    return this.promptBlockKeys(blockPositions).slice(0, blocks);
   }
 
   /**
@@ -121,12 +123,26 @@ export class Sequence {
     if (this.failed) return [];
     const prompt = this.promptKeys();
     const fed = prompt.length === this.prompt.length ? this.generated.slice(0, -1).map(tokenKey) : [];
-    return blockKeys([...prompt, ...fed], blockPositions);
+    // The prompt's full blocks as hashed once for the lookup; the chain goes on from the last.
+    const head = this.promptBlockKeys(blockPositions);
+    const tail = prompt.slice(head.length * blockPositions);
+    return [...head, ...blockKeys([...tail, ...fed], blockPositions, head[head.length - 1] ?? '')];
   }
 
   private promptKeys(): PositionKey[] {
     this.positionKeys ??= promptPositionKeys(this.prompt.ids, this.prompt.imageKeys, this.model.numImageTokens);
     return this.positionKeys;
+  }
+
+  /**
+   * The chain keys of the prompt's full blocks, hashed once: admission asks again each turn while
+   * the sequence waits for room, and release extends them.
+   */
+  private promptBlockKeys(blockPositions: number): string[] {
+    if (this.promptBlocks?.size !== blockPositions) {
+      this.promptBlocks = { size: blockPositions, keys: blockKeys(this.promptKeys(), blockPositions) };
+    }
+    return this.promptBlocks.keys;
   }
 
   /** Takes the next prompt chunk of at most `n` positions (a fresh copy: it is transferred). */

@@ -23,4 +23,6 @@ test('block keys: full blocks only, chained, so equal blocks after different pre
   assert.notDeepEqual(blockKeys(['iaa.0', 'iaa.1'], 2), blockKeys(['ibb.0', 'ibb.1'], 2), 'another image');
   assert.deepEqual(blockKeys(['t1'], 2), []);
   assert.equal(new Set([...a, ...b]).size, 4);
+  const all = blockKeys(['t1', 't2', 't3', 't4', 't5', 't6', 't7'], 2);
+  assert.deepEqual([...a, ...blockKeys(['t5', 't6', 't7'], 2, a[1])], all, 'a chain continued from its last key');
 });
