@@ -52,6 +52,9 @@ describe('npm start', () => {
     try {
       assert.equal((await fetch(`${s.url}/health`)).status, 200);
       await until(async () => ((await fetch(`${s.url}/ready`)).status === 200 ? true : undefined));
+      // /ready turns 200 as the engine attaches, a moment before 'model ready' is logged (and read
+      // through the pipe): wait for the line itself (seen on CI: the order checked without it).
+      await until(async () => (s.logs.some((l) => l.msg === 'model ready') ? true : undefined));
       const order = s.logs.map((l) => l.msg as string);
       assert.ok(order.findIndex((m) => m.startsWith('Server listening')) < order.indexOf('model ready'), order.join(' | '));
       // one line says which runtime runs (the default, native, with its addon built)
@@ -180,7 +183,7 @@ describe('npm start', () => {
     });
     let out = '';
     child.stdout!.on('data', (c: Buffer) => (out += c.toString('utf8')));
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c))); // all of stdout read
     assert.equal(code, 1, out);
     const lines = out.split('\n').filter((l) => l.trim().length > 0);
     assert.ok(lines.length >= 3, out);
