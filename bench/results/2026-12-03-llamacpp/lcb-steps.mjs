@@ -10,5 +10,5 @@ for (const past of pasts.split(',').map(Number))
     const t = await timeDecodeSteps(backend, b, past, 20, g.dims.vocabSize);
     console.log(JSON.stringify({ runtime, batch: b, past, stepMs: t.stepMs, tokPerS: t.tokensPerSecond, bytesToJs: t.perStep.bytesToJs }));
   }
-await backend.close?.();
+await backend.release();
 process.exit(0);

@@ -1,9 +1,9 @@
-# A random TinyLlama-1.1B-shaped HF checkpoint with a sentencepiece tokenizer, for llama.cpp's converter.
+# A random TinyLlama-1.1B-shaped HF checkpoint (the exporter's tinyllama-siglip-1.5b preset's LLM)
+# with a sentencepiece tokenizer, for llama.cpp's converter. PYTHONPATH=tools/export python3 mk_hf.py OUT
 import sys, torch, transformers, sentencepiece as spm
+from tinyllava_export.presets import get_preset
 out = sys.argv[1]
-cfg = transformers.LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-    num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048, vocab_size=32000,
-    rms_norm_eps=1e-5, tie_word_embeddings=False)
+cfg = transformers.LlamaConfig(**get_preset("tinyllama-siglip-1.5b").text)
 torch.manual_seed(0)
 m = transformers.LlamaForCausalLM(cfg)
 m.save_pretrained(out, safe_serialization=True)
