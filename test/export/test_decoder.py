@@ -78,3 +78,17 @@ def test_unsupported_llm_settings_are_refused():
         DecoderSpec.from_hf_config("llama", transformers.LlamaConfig(rope_scaling={"rope_type": "linear", "factor": 2.0}))
     with pytest.raises(ValueError, match="unsupported LLM family"):
         DecoderSpec.from_hf_config("openelm", transformers.LlamaConfig())
+
+
+def test_exported_decoders_fuse_the_projections_that_share_an_input():
+    """q/k/v and gate/up (q/k/v/fc1 for phi's parallel block) are one MatMul + Split each."""
+    import onnx
+    from conftest import ROOT
+    for name, per_layer in (("tiny-random-llama-siglip", 4), ("tiny-random-phi-siglip", 3)):
+        pkg = ROOT / "test" / "fixtures" / "packages" / name
+        m = onnx.load(str(pkg / "onnx" / "decoder_model_merged.onnx"))
+        weights = {t.name for t in m.graph.initializer}
+        projections = [n for n in m.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+        layers = 2
+        assert len(projections) == per_layer * layers + 1, name  # + the LM head
+        assert sum(n.op_type == "Shape" for n in m.graph.node) < 3 * layers, name

@@ -129,9 +129,32 @@ def _act(kind: str, x):
     return F.silu(x) if kind == "silu" else F.gelu(x, approximate="tanh")
 
 
-def _rotate_half(x):
-    half = x.shape[-1] // 2
+def _rotate_half(x, half: int):
+    # `half` is a Python int (not x.shape[-1] // 2) so that the exported slices are constants
+    # instead of a Shape/Gather/Div chain per call.
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class _Reshape(torch.autograd.Function):
+    """x.reshape(shape) where 0 keeps x's dimension at that index (ONNX Reshape's rule); a
+    shape with a 0 must have a -1 too (torch 1.13's ONNX shape inference asserts it).
+
+    torch.onnx.export writes `x.view(b, t, ...)` as a Shape -> Gather -> Unsqueeze -> Concat chain
+    per reshape, since b and t are dynamic: a handful of tiny kernels each, five reshapes a layer.
+    Exported through `symbolic`, the shape is one constant and onnxruntime runs the Reshape alone.
+    """
+
+    @staticmethod
+    def forward(ctx, x, shape):
+        return x.reshape([x.shape[i] if d == 0 else d for i, d in enumerate(shape)])
+
+    @staticmethod
+    def symbolic(g, x, shape):
+        return g.op("Reshape", x, g.op("Constant", value_t=torch.tensor(shape, dtype=torch.int64)))
+
+
+def _reshape(x, *shape: int):
+    return _Reshape.apply(x, tuple(shape))
 
 
 class _Linear(nn.Module):
@@ -180,35 +203,34 @@ class _Layer(nn.Module):
     def rotary(self, x, cos, sin):
         # x [B,heads,T,Dh]; cos/sin [B,1,T,rotary_dim]
         r = self.s.rotary_dim
-        if r == x.shape[-1]:
-            return x * cos + _rotate_half(x) * sin
+        if r == self.s.head_dim:
+            return x * cos + _rotate_half(x, r // 2) * sin
         x_rot, x_pass = x[..., :r], x[..., r:]
-        return torch.cat((x_rot * cos + _rotate_half(x_rot) * sin, x_pass), dim=-1)
+        return torch.cat((x_rot * cos + _rotate_half(x_rot, r // 2) * sin, x_pass), dim=-1)
 
     def attention(self, x, cos, sin, bias, past_k, past_v):
         s = self.s
-        b, t, _ = x.shape
-        q = self.q(x).view(b, t, s.num_heads, s.head_dim).transpose(1, 2)
-        k = self.k(x).view(b, t, s.num_kv_heads, s.head_dim).transpose(1, 2)
-        v = self.v(x).view(b, t, s.num_kv_heads, s.head_dim).transpose(1, 2)
+        hkv, rep, dh = s.num_kv_heads, s.num_heads // s.num_kv_heads, s.head_dim
+        q = _reshape(self.q(x), 0, -1, s.num_heads, dh).transpose(1, 2)  # [B,H,T,Dh]
+        k = _reshape(self.k(x), 0, -1, hkv, dh).transpose(1, 2)
+        v = _reshape(self.v(x), 0, -1, hkv, dh).transpose(1, 2)
         q, k = self.rotary(q, cos, sin), self.rotary(k, cos, sin)
         # Grouped-query attention without copying K/V per query head: query head h = j*rep + r
         # (transformers' repeat_kv order) is stacked under its KV head j as [B,Hkv,rep*T,Dh].
         # Materialising the repeated K/V instead costs rep x the whole cache in memory traffic
         # per step, more than the weights themselves at batch 8.
-        hkv, rep = s.num_kv_heads, s.num_heads // s.num_kv_heads
-        qg = q.reshape(b, hkv, rep * t, s.head_dim)
+        # The softmax scale goes on the queries (rep*T x Dh numbers) rather than on the scores
+        # (rep*T x K); onnxruntime folds a constant scale of a MatMul input into the MatMul.
+        qg = _reshape(q, 0, hkv, -1, dh) * (1.0 / math.sqrt(dh))
         # The past and the new positions are attended as two blocks of one softmax, so that the
         # past is read where it lies instead of being concatenated with the new keys first (a
         # copy of the whole cache per layer per step; in an int4 TinyLlama batch-8 step at 832
         # positions, Concat took 22 of 157 ms, the split attention as a whole saves about 3).
         p = past_k.shape[2]
         scores = torch.cat((torch.matmul(qg, past_k.transpose(2, 3)), torch.matmul(qg, k.transpose(2, 3))), dim=-1)
-        scores = scores / math.sqrt(s.head_dim)  # [B,Hkv,rep*T,P+T]
-        scores = scores.reshape(b, hkv, rep, t, -1) + bias[:, :, None]  # bias [B,1,1,T,P+T]
-        probs = torch.softmax(scores, dim=-1).reshape(b, hkv, rep * t, -1)
+        probs = torch.softmax(scores + bias, dim=-1)  # [B,Hkv,rep*T,P+T]; bias [B,1,rep*T,P+T]
         out = torch.matmul(probs[..., :p], past_v) + torch.matmul(probs[..., p:], v)  # [B,Hkv,rep*T,Dh]
-        out = out.reshape(b, s.num_heads, t, s.head_dim).transpose(1, 2).reshape(b, t, s.num_heads * s.head_dim)
+        out = _reshape(_reshape(out, 0, s.num_heads, -1, dh).transpose(1, 2), 0, -1, s.num_heads * dh)
         return self.o(out), k, v
 
     def forward(self, x, cos, sin, bias, past_k, past_v):
@@ -248,6 +270,9 @@ class ExportDecoder(nn.Module):
         k_slot = torch.arange(k_len, device=x.device)
         allowed = (k_slot[None, :] <= q_slot[:, None])[None, None] & (attention_mask[:, None, None, :] > 0)
         bias = (1.0 - allowed.to(x.dtype)) * torch.finfo(x.dtype).min  # [B,1,T,K]
+        # Repeated once per query head of a KV group, in the row order of the grouped queries
+        # (r*T + t), so that every layer adds it to its [B,Hkv,rep*T,K] scores as they are.
+        bias = bias.repeat(1, 1, s.num_heads // s.num_kv_heads, 1)  # [B,1,rep*T,K]
         presents = []
         for i, layer in enumerate(self.layers):
             x, k, v = layer(x, cos, sin, bias, past[2 * i], past[2 * i + 1])

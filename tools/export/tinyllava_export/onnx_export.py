@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .decoder import ExportDecoder, build_export_decoder
+from .fuse_projections import fuse_projections
 from .model_parts import ModelParts
 
 OPSET = 17
@@ -216,7 +217,18 @@ def export_decoder(parts: ModelParts, path: Path, progress=None) -> ExportDecode
     else:
         with progress.layers(dec.layers, "tracing the decoder"):
             _export(dec, args, path, inputs, outputs, axes)
+    fuse_decoder_projections(path)
     return dec
+
+
+def fuse_decoder_projections(path: Path) -> None:
+    """q/k/v (and fc1 where it reads the same input) and gate/up become one MatMul + Split each
+    (fuse_projections.py says why); the weights are re-read from the graph's data file and the
+    graph is written back the way save_graph would write it."""
+    model = onnx.load(str(path), load_external_data=False)
+    if fuse_projections(model, path.parent):
+        repack_weights(model, path, path.parent)
+        onnx.checker.check_model(str(path))
 
 
 def to_fp16(path: Path) -> None:
