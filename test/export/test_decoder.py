@@ -92,3 +92,36 @@ def test_exported_decoders_fuse_the_projections_that_share_an_input():
         layers = 2
         assert len(projections) == per_layer * layers + 1, name  # + the LM head
         assert sum(n.op_type == "Shape" for n in m.graph.node) < 3 * layers, name
+
+
+def test_fusion_stores_each_fused_weight_as_it_is_made_and_computes_the_same(tmp_path):
+    """The pass runs beside the loaded PyTorch model: each fused weight goes to `store` when it
+    is made and the weights it replaces lose their bytes, so no group's copy waits in memory."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from tinyllava_export.fuse_projections import fuse_projections
+    rng = np.random.default_rng(0)
+    ws = {n: rng.standard_normal((8, c)).astype(np.float32) for n, c in (("q", 8), ("k", 4), ("v", 4))}
+    nodes = [helper.make_node("MatMul", ["x", n], [f"{n}_out"]) for n in ws]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info(f"{n}_out", TensorProto.FLOAT, None) for n in ws],
+                              [numpy_helper.from_array(a, n) for n, a in ws.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    originals = {t.name: t for t in model.graph.initializer}
+    stored = []
+
+    def store(array, name):
+        assert all(not t.raw_data for t in originals.values())  # already released
+        stored.append(name)
+        return numpy_helper.from_array(array, name)
+
+    assert fuse_projections(model, tmp_path, store) == 2
+    assert stored == ["fused_projection_0.weight"]
+    assert [n.op_type for n in model.graph.node] == ["MatMul", "Split"]
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)

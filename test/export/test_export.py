@@ -208,6 +208,9 @@ def test_big_graphs_keep_weights_in_one_external_file(tmp_path, monkeypatch):
     assert "decoder_model_merged.onnx_data" in names and "vision_encoder.onnx_data" in names
     assert all(n.endswith((".onnx", ".onnx_data")) for n in names)  # no loose per-tensor files
     assert (onnx_dir / "decoder_model_merged.onnx").stat().st_size < 100_000
+    import onnx
+    decoder = onnx.load(str(onnx_dir / "decoder_model_merged.onnx"), load_external_data=False)
+    assert any(n.name.startswith("fused_projection_") for n in decoder.graph.node)  # fused on this path too
 
 
 def test_progress_never_stays_silent(capfd):

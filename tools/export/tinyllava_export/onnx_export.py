@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import onnx
+from onnx import numpy_helper
 import torch
 from torch import nn
 
@@ -223,12 +224,31 @@ def export_decoder(parts: ModelParts, path: Path, progress=None) -> ExportDecode
 
 def fuse_decoder_projections(path: Path) -> None:
     """q/k/v (and fc1 where it reads the same input) and gate/up become one MatMul + Split each
-    (fuse_projections.py says why); the weights are re-read from the graph's data file and the
-    graph is written back the way save_graph would write it."""
+    (fuse_projections.py says why), and the graph is written back the way save_graph would write
+    it. A graph with external weights gets its fused weights written to a side file as they are
+    made, so that none is held in memory beside the PyTorch model; repack_weights then gathers
+    both files into one `<graph>_data`, a tensor at a time."""
     model = onnx.load(str(path), load_external_data=False)
-    if fuse_projections(model, path.parent):
-        repack_weights(model, path, path.parent)
-        onnx.checker.check_model(str(path))
+    if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        if fuse_projections(model, path.parent):
+            repack_weights(model, path, path.parent)
+            onnx.checker.check_model(str(path))
+        return
+    side = path.with_name(path.name + "_fused")
+    try:
+        with open(side, "wb") as out:
+            def store(array, name):
+                t = numpy_helper.from_array(array, name)
+                offset = out.tell()
+                out.write(t.raw_data)
+                set_external(t, side.name, offset, out.tell() - offset)
+                return t
+            fused = fuse_projections(model, path.parent, store)
+        if fused:
+            repack_weights(model, path, path.parent)
+            onnx.checker.check_model(str(path))
+    finally:
+        side.unlink(missing_ok=True)
 
 
 def to_fp16(path: Path) -> None:
