@@ -72,3 +72,39 @@ def test_pieces_tokenize_as_the_whole_prompt(two_runs):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(str(two_runs / "a" / "checkpoint"), use_fast=True)
     T.Tokens(tok).check(np.random.default_rng(3), n=200)
+
+
+def test_asked_names_what_a_yes_no_question_asks_for_and_the_answer_follows_from_it():
+    """The answer probe's targets: the asked colour and shape are read back from the question, and
+    "Yes" is the answer exactly when both are the scene's."""
+    rng = np.random.default_rng(1)
+    answers = set()
+    for _ in range(500):
+        scene = S.random_scene(rng)
+        q, a = S.ask(scene, "yesno", rng)
+        colour, shape = S.asked(q)
+        assert colour in S.COLOUR_NAMES and shape in S.SHAPES and colour in q
+        assert (a == "Yes") == (colour == scene.colour and shape == scene.shape), (q, a, scene)
+        answers.add(a)
+    assert answers == {"Yes", "No"}
+
+
+def test_the_answer_probe_reads_the_yes_no_answer_positions(tmp_path):
+    """batch() gives one probe target per yes/no answer, at the position that predicts the answer's
+    first token, and the probe's loss is the same with and without the shared prefix cache."""
+    import torch
+    model, tok = T.build(tmp_path, 0)
+    tokens = T.Tokens(tok)
+    pool = T.Pool(7, 2, 0, 32)
+    px, ids, labels, targets = T.batch(pool, tokens, 16, 2, {"yesno": 4.0})
+    assert targets
+    yes, no = tokens(" Yes")[0], tokens(" No")[0]
+    for row, pos, *_ in targets:
+        assert labels[row, pos] == -100 and int(ids[row, pos + 1]) in (yes, no)
+    n_answers = sum(int(((labels[r, 1:] != -100) & (labels[r, :-1] == -100)).sum()) for r in range(16))
+    assert len(targets) <= n_answers
+    probe = T.AnswerProbe(T.TEXT["hidden_size"], 2)
+    with torch.no_grad():
+        a = T.loss_of(model, tokens, px, ids, labels, False, prefix_cache=True, probe=probe, probe_targets=targets)
+        b = T.loss_of(model, tokens, px, ids, labels, False, prefix_cache=False, probe=probe, probe_targets=targets)
+    assert float(a[1]) > 0 and all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a, b))

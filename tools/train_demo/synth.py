@@ -210,6 +210,15 @@ def ask(scene: Scene, kind: str, rng: np.random.Generator) -> tuple[str, str]:
     raise ValueError(kind)
 
 
+def asked(question: str) -> tuple[str, str]:
+    """The colour and the shape a yes/no question names ("Are there green crosses?": green,
+    cross): each template names one of each and no other colour or shape word."""
+    words = question.rstrip("?").split()
+    colour = next(w for w in words if w in COLOURS)
+    shape = next(s for w in words for s in SHAPES if w in (s, PLURAL[s]))
+    return colour, shape
+
+
 def all_texts() -> list[str]:
     """Every question template filled every way and every answer: the tokenizer's corpus."""
     lines: list[str] = []
