@@ -11,7 +11,7 @@ import { createEngine, createEngineFromPort, type EngineOptions, type LoadedEngi
 import { EngineError } from '../../src/engine/errors.js';
 import type { ModelPort } from '../../src/engine/model-port.js';
 import type { GenerationEvent, GenerationRequest } from '../../src/engine/types.js';
-import { caseMessages, goldenPackages, goldenPort, loadGolden, packageDir, request, RUNTIMES, type GoldenCase } from '../support/golden.js';
+import { caseMessages, goldenPackages, goldenPort, loadGolden, packageDir, request, runtimesFor, type GoldenCase } from '../support/golden.js';
 
 const packages = goldenPackages();
 const main = packages.includes('tiny-random-qwen2-siglip') ? 'tiny-random-qwen2-siglip' : packages[0];
@@ -53,7 +53,7 @@ async function settled(engine: LoadedEngine): Promise<void> {
 
 const textOnly = (cases: GoldenCase[]): GoldenCase => cases.find((c) => c.name === 'text-only') ?? cases[0];
 
-for (const name of packages) for (const runtime of RUNTIMES) {
+for (const name of packages) for (const runtime of await runtimesFor(name)) {
   describe(`${name}: continuous batching (${runtime} runtime)`, () => {
     const golden = loadGolden(name);
     let port: ModelPort;

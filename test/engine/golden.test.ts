@@ -8,7 +8,7 @@ import { createEngineFromPort, type LoadedEngine } from '../../src/engine/engine
 import type { ModelPort } from '../../src/engine/model-port.js';
 import { directRunner, preparePrompt } from '../../src/engine/prepare.js';
 import { ModelRunner } from '../../src/runtime/model-runner.js';
-import { caseMessages, goldenPackages, goldenPort, loadGolden, request, runnerOptions, RUNTIMES } from '../support/golden.js';
+import { caseMessages, goldenPackages, goldenPort, loadGolden, request, runnerOptions, runtimesFor } from '../support/golden.js';
 
 const packages = goldenPackages();
 
@@ -16,7 +16,7 @@ test('fixture packages exist', { skip: packages.length === 0 ? 'no fixture packa
   assert.ok(packages.length > 0);
 });
 
-for (const name of packages) for (const runtime of RUNTIMES) {
+for (const name of packages) for (const runtime of await runtimesFor(name)) {
   describe(`${name} (${runtime} runtime)`, () => {
     const golden = loadGolden(name);
     let port: ModelPort;

@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createEngineFromPort, type EngineOptions, type LoadedEngine } from '../../src/engine/engine.js';
 import type { ChatMessage, ContentPart, GenerationEvent, GenerationRequest } from '../../src/engine/types.js';
-import { caseMessages, fixturesDir, goldenPackages, goldenPort, loadGolden, request, RUNTIMES, type GoldenCase } from '../support/golden.js';
+import { caseMessages, fixturesDir, goldenPackages, goldenPort, loadGolden, request, runtimesFor, type GoldenCase } from '../support/golden.js';
 
 const BLOCK = 16; // PREFIX_BLOCK_POSITIONS
 const threads: EngineOptions = { warmup: false, intraOpNumThreads: 1, visionIntraOpNumThreads: 1, maxBatchSize: 8 };
@@ -54,7 +54,7 @@ function conversation(c: GoldenCase, answers: string[], questions: string[]): Ch
   return messages;
 }
 
-for (const name of goldenPackages()) for (const runtime of RUNTIMES) {
+for (const name of goldenPackages()) for (const runtime of await runtimesFor(name)) {
   describe(`${name}: prefix cache (${runtime} runtime)`, () => {
     const golden = loadGolden(name);
     const withImage = golden.cases.find((c) => c.image_spans.length === 1 && c.messages.length === 1) ?? golden.cases[0];

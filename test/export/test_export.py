@@ -245,3 +245,57 @@ def test_progress_reports_layers(monkeypatch):
             m(torch.zeros(1, 2))
     p.close()
     assert [l.split(" (t+")[0].strip() for l in lines] == [f"tracing: layer {i}/3" for i in (1, 2, 3)]
+
+
+SHARED_KV = ["tiny-llama-siglip", "tiny-qwen2-siglip", "tiny-stablelm-clip", "tiny-gemma-siglip"]
+
+
+@pytest.mark.parametrize("preset", SHARED_KV)
+def test_shared_kv_form_exports_and_passes_parity(exported, preset):
+    """--decoder-form shared_kv: GroupQueryAttention over one buffer per layer, the same logits
+    as transformers within the fp32 tolerance and the same 32 greedy tokens (the parity check runs
+    that form as the server does: seqlens_k, total_sequence_length, buffers passed back in)."""
+    result = exported(preset, decoder_form="shared_kv")
+    p = result.parity
+    assert p.passed and p.greedy_agreement == p.steps == 32, p.verdict
+    import onnx
+    graph = onnx.load(str(result.out_dir / result.manifest["files"]["decoder"])).graph
+    n = result.manifest["text"]["num_layers"]
+    assert [i.name for i in graph.input] == ["inputs_embeds", "position_ids", "seqlens_k", "total_sequence_length"] + [
+        f"past_key_values.{i}.{kv}" for i in range(n) for kv in ("key", "value")]
+    assert [o.name for o in graph.output] == ["logits"] + [f"present.{i}.{kv}" for i in range(n) for kv in ("key", "value")]
+    assert sum(node.op_type == "GroupQueryAttention" for node in graph.node) == n
+    assert not any(node.op_type == "Softmax" for node in graph.node)
+    # Every layer's GroupQueryAttention reads its past buffers and writes its present ones directly.
+    for node in (node for node in graph.node if node.op_type == "GroupQueryAttention"):
+        i = int(node.input[3].split(".")[1])
+        assert list(node.input[3:7]) == [f"past_key_values.{i}.key", f"past_key_values.{i}.value", "seqlens_k", "total_sequence_length"]
+        assert list(node.output[1:]) == [f"present.{i}.key", f"present.{i}.value"]
+    # The standard export of the same weights gives the same tokens.
+    assert exported(preset).parity.greedy_agreement == 32
+
+
+def test_shared_kv_fp16_keeps_the_kv_buffers_fp16_at_the_boundary(exported):
+    """The CUDA form: fp16 KV buffers in and out (no Cast between a buffer and the op, so the runtime's one
+    buffer is past and present); inputs_embeds and logits stay float32 as in every package."""
+    import onnx
+    from onnx import TensorProto
+    result = exported("tiny-qwen2-siglip", dtype="fp16", decoder_form="shared_kv")
+    assert result.parity.rel_logit_diff < 0.05, result.parity.verdict
+    graph = onnx.load(str(result.out_dir / result.manifest["files"]["decoder"])).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in list(graph.input) + list(graph.output)}
+    assert types["inputs_embeds"] == types["logits"] == TensorProto.FLOAT
+    kv = [name for name in types if name.startswith(("past_key_values.", "present."))]
+    assert kv and all(types[name] == TensorProto.FLOAT16 for name in kv)
+    assert not any(node.op_type == "Cast" and (set(node.input) | set(node.output)) & set(kv) for node in graph.node)
+    # int4 (fp32 KV, for CPU): the same quantised weights and the same tokens as the standard form.
+    q4 = exported("tiny-qwen2-siglip", quantize="int4", decoder_form="shared_kv")
+    standard_q4 = exported("tiny-qwen2-siglip", quantize="int4").parity
+    assert q4.parity.greedy_agreement == standard_q4.greedy_agreement, q4.parity.verdict
+    assert abs(q4.parity.max_abs_logit_diff - standard_q4.max_abs_logit_diff) <= 1e-3 * standard_q4.max_ref_logit
+
+
+def test_shared_kv_refuses_a_head_dim_groupqueryattention_cannot_run(tmp_path):
+    with pytest.raises(ExportError, match="multiple of 8; this model's is 20"):
+        run_export(tmp_path / "phi", preset="tiny-phi-siglip", quiet=True, decoder_form="shared_kv")
+    assert not (tmp_path / "phi").exists()

@@ -13,7 +13,7 @@ from tinyllava_export.fixtures import make
 from conftest import ROOT
 
 FIX = ROOT / "test" / "fixtures"
-ALL_PACKAGES = [*make.FACTORY_PACKAGES, make.LLAVA_PACKAGE]
+ALL_PACKAGES = [*make.FACTORY_PACKAGES, *make.SHARED_KV_PACKAGES, make.LLAVA_PACKAGE]
 
 
 @pytest.mark.parametrize("name", ALL_PACKAGES)
@@ -66,3 +66,11 @@ def test_golden_pixels_are_the_slow_processors(tower, pre_id):
         ref = reference_pixels(FIX / "images" / stem, tower)
         committed = np.asarray(Image.open(FIX / "golden" / "pixels" / pre_id / (stem.rsplit(".", 1)[0] + ".png")))
         assert np.array_equal(ref.pixels, committed), stem
+
+
+def test_shared_kv_fixture_package_is_reproducible(tmp_path):
+    """The shared_kv fixture is what `npm run fixtures` makes, byte for byte."""
+    name, preset = next(iter(make.SHARED_KV_PACKAGES.items()))
+    result = run_export(tmp_path / name, preset=preset, seed=0, quiet=True, name=name, decoder_form="shared_kv")
+    for f in ["manifest.json", *result.manifest["files"].values()]:
+        assert (result.out_dir / f).read_bytes() == (FIX / "packages" / name / f).read_bytes(), f

@@ -4,7 +4,9 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { InferenceSession } from 'onnxruntime-node';
 import { loadModelPort } from '../../src/engine/model-adapter.js';
+import { isSharedKvDecoder } from '../../src/runtime/graph-io.js';
 import type { RunnerOptions } from '../../src/runtime/model-runner.js';
 import type { RuntimeKind } from '../../src/runtime/worker-protocol.js';
 import type { ModelPort } from '../../src/engine/model-port.js';
@@ -57,6 +59,22 @@ export async function goldenPort(name: string): Promise<ModelPort> {
 
 /** Both runtimes: the suites that check results against the reference run on each. */
 export const RUNTIMES: readonly RuntimeKind[] = ['native', 'js'];
+
+/**
+ * The runtimes that read a package's decoder: both, but only `native` for a shared_kv decoder
+ * (GroupQueryAttention over one KV buffer; the js runtime refuses it). The form is the graph's
+ * own (its input names), as the runtimes read it.
+ */
+export async function runtimesFor(name: string): Promise<readonly RuntimeKind[]> {
+  const dir = packageDir(name);
+  const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { files: { decoder: string } };
+  const session = await InferenceSession.create(join(dir, manifest.files.decoder));
+  try {
+    return isSharedKvDecoder(session.inputNames) ? ['native'] : RUNTIMES;
+  } finally {
+    await session.release();
+  }
+}
 
 /** Runner options for a package, small and single-threaded for tests. */
 export function runnerOptions(port: ModelPort, runtime: RuntimeKind = 'native'): RunnerOptions {

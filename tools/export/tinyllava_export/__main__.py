@@ -30,6 +30,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--block-size", type=int, choices=[16, 32, 64, 128, 256], default=32,
                     help="int4: weights per quantisation block (default 32, as llama.cpp's Q4_0; "
                          "128 runs faster on CPUs, with a coarser scale per block)")
+    ap.add_argument("--decoder-form", choices=["standard", "shared_kv"], default="standard",
+                    help="standard (default; the fastest on CPU): attention over a past and presents of the new "
+                         "positions; shared_kv (for --execution-provider cuda): GroupQueryAttention over one KV "
+                         "buffer that is both past and present, fp16 at the graph boundary with --dtype fp16 "
+                         "(docs/model-package.md)")
     ap.add_argument("--vision-tower", type=Path, metavar="DIR",
                     help="the local directory of the vision tower the checkpoint names (its hub id in "
                          "vision_model_name_or_path / mm_vision_tower): its preprocessor_config.json, and for "
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_export(args.out, preset=args.random_init, checkpoint=args.checkpoint, seed=args.seed,
                             dtype=args.dtype, quantize=args.quantize, block_size=args.block_size, force=args.force, quiet=args.quiet,
                             name=args.name, keep_parts=False, vision_tower=args.vision_tower,
-                            template=args.template)
+                            template=args.template, decoder_form=args.decoder_form)
     except ExportError as e:
         print(f"export failed: {e}", file=sys.stderr)
         return 1

@@ -7,6 +7,15 @@ positions (see docs/model-package.md). So this module re-states each supported f
 pass in plain tensor ops, loads the transformers state dict unchanged, and the exporter's
 parity check proves it against the transformers model itself.
 
+Two forms of the same computation (docs/model-package.md, "Decoder forms"):
+- `standard`: attention_mask and position_ids in, the past as [B,Hkv,P,Dh] tensors, presents of
+  the new positions only; attention as grouped MatMuls (the fastest form on onnxruntime's CPU).
+- `shared_kv`: onnxruntime's `com.microsoft.GroupQueryAttention` per layer over one buffer
+  [B,Hkv,capacity,Dh] that is both past and present (written in place when the runtime binds
+  the same memory to both), `seqlens_k` and `total_sequence_length` instead of a mask, rotary
+  outside the op on position_ids (so partial rotary and every family's rotary stay as they are).
+  The form the CUDA provider needs to keep the KV cache on the device.
+
 Shapes: B batch, T new positions, P past positions, K = P + T, H heads, Hkv KV heads, Dh head dim.
 """
 from __future__ import annotations
@@ -19,6 +28,7 @@ from torch import nn
 import torch.nn.functional as F
 
 FAMILIES = ("llama", "phi", "stablelm", "qwen2", "gemma")
+FORMS = ("standard", "shared_kv")
 
 
 @dataclass
@@ -157,6 +167,47 @@ def _reshape(x, *shape: int):
     return _Reshape.apply(x, tuple(shape))
 
 
+class _GroupQueryAttention(torch.autograd.Function):
+    """onnxruntime's com.microsoft.GroupQueryAttention without its rotary: q [B,T,H*Dh], k and v
+    [B,T,Hkv*Dh], past_k / past_v [B,Hkv,C,Dh], seqlens_k [B] (a row's total length - 1),
+    total_sequence_length -> attention output [B,T,H*Dh] and the buffers with the T new
+    positions written at total - T .. total - 1 of each row.
+
+    Exported through `symbolic` as the op itself; `forward` restates what the op computes so that
+    the module also runs in PyTorch (the export traces it once, on a batch of one row).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, past_k, past_v, seqlens_k, total_sequence_length, num_heads, kv_heads, scale):
+        b, t, _ = q.shape
+        dh = past_k.shape[3]
+        present_k, present_v = past_k.clone(), past_v.clone()
+        out = torch.zeros_like(q)
+        for row in range(b):
+            total = int(seqlens_k[row]) + 1
+            start = total - t
+            present_k[row, :, start:total] = k[row].reshape(t, kv_heads, dh).transpose(0, 1)
+            present_v[row, :, start:total] = v[row].reshape(t, kv_heads, dh).transpose(0, 1)
+            rep = num_heads // kv_heads
+            keys = present_k[row, :, :total].repeat_interleave(rep, dim=0)  # [H,total,Dh]
+            values = present_v[row, :, :total].repeat_interleave(rep, dim=0)
+            scores = torch.matmul(q[row].reshape(t, num_heads, dh).transpose(0, 1), keys.transpose(1, 2)) * scale
+            visible = torch.arange(total)[None, :] <= (torch.arange(t) + start)[:, None]  # [T,total]
+            probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
+            out[row] = torch.matmul(probs, values).transpose(0, 1).reshape(t, num_heads * dh)
+        return out, present_k, present_v
+
+    @staticmethod
+    def symbolic(g, q, k, v, past_k, past_v, seqlens_k, total_sequence_length, num_heads, kv_heads, scale):
+        out, present_k, present_v = g.op(
+            "com.microsoft::GroupQueryAttention", q, k, v, past_k, past_v, seqlens_k, total_sequence_length,
+            num_heads_i=num_heads, kv_num_heads_i=kv_heads, scale_f=scale, do_rotary_i=0, outputs=3)
+        out.setType(q.type())
+        present_k.setType(past_k.type())
+        present_v.setType(past_v.type())
+        return out, present_k, present_v
+
+
 class _Linear(nn.Module):
     """y = x @ W^T + b with W^T kept as the parameter (`weight_t`, [in, out]).
 
@@ -201,7 +252,7 @@ class _Layer(nn.Module):
         return self.fc2(_act(self.s.act, self.fc1(x)))
 
     def rotary(self, x, cos, sin):
-        # x [B,heads,T,Dh]; cos/sin [B,1,T,rotary_dim]
+        # x [B,heads,T,Dh] with cos/sin [B,1,T,rotary_dim], or x [B,T,heads,Dh] with [B,T,1,rotary_dim]
         r = self.s.rotary_dim
         if r == self.s.head_dim:
             return x * cos + _rotate_half(x, r // 2) * sin
@@ -233,9 +284,25 @@ class _Layer(nn.Module):
         out = _reshape(_reshape(out, 0, s.num_heads, -1, dh).transpose(1, 2), 0, -1, s.num_heads * dh)
         return self.o(out), k, v
 
-    def forward(self, x, cos, sin, bias, past_k, past_v):
+    def shared_kv_attention(self, x, cos, sin, seqlens_k, total, past_k, past_v):
+        """The shared_kv form: rotary here on [B,T,heads,Dh], attention and the cache write in
+        GroupQueryAttention; returns the output and the whole buffers (past and present in one)."""
+        s = self.s
+        hq, hkv, dh = s.num_heads, s.num_kv_heads, s.head_dim
+        q = self.rotary(_reshape(self.q(x), 0, -1, hq, dh), cos, sin)
+        k = self.rotary(_reshape(self.k(x), 0, -1, hkv, dh), cos, sin)
+        out, present_k, present_v = _GroupQueryAttention.apply(
+            _reshape(q, 0, -1, hq * dh), _reshape(k, 0, -1, hkv * dh), self.v(x), past_k, past_v,
+            seqlens_k, total, hq, hkv, 1.0 / math.sqrt(dh))
+        return self.o(out), present_k, present_v
+
+    def forward(self, x, cos, sin, bias, past_k, past_v, shared=None):
+        """`bias` is the standard form's mask; `shared` is (seqlens_k, total) in the shared_kv form."""
         h = self.input_norm(x)
-        attn, k, v = self.attention(h, cos, sin, bias, past_k, past_v)
+        if shared is None:
+            attn, k, v = self.attention(h, cos, sin, bias, past_k, past_v)
+        else:
+            attn, k, v = self.shared_kv_attention(h, cos, sin, *shared, past_k, past_v)
         if self.s.parallel_residual:
             return x + attn + self.mlp(h), k, v
         x = x + attn
@@ -243,27 +310,54 @@ class _Layer(nn.Module):
 
 
 class ExportDecoder(nn.Module):
-    """inputs_embeds, attention_mask [B,K], position_ids [B,T], past k/v per layer
-    -> logits of the last position [B,V], and k/v of the T new positions per layer."""
+    """standard: inputs_embeds, attention_mask [B,K], position_ids [B,T], past k/v per layer
+    -> logits of the last position [B,V], and k/v of the T new positions per layer.
+    shared_kv: inputs_embeds, position_ids [B,T], seqlens_k [B] int32, total_sequence_length int32,
+    k/v buffers [B,Hkv,C,Dh] per layer -> logits [B,V] and the buffers with the new positions."""
 
-    def __init__(self, spec: DecoderSpec, device=None):
+    def __init__(self, spec: DecoderSpec, device=None, form: str = "standard"):
         super().__init__()
-        self.spec = spec
+        if form not in FORMS:
+            raise ValueError(f"unknown decoder form {form!r}: known are {', '.join(FORMS)}")
+        self.spec, self.form = spec, form
         self.layers = nn.ModuleList(_Layer(spec, device) for _ in range(spec.num_layers))
         self.final_norm = _Norm(spec.norm, spec.hidden_size, spec.norm_eps, device)
         self.lm_head = _Linear(spec.hidden_size, spec.vocab_size, spec.lm_head_bias, device)
         self.register_buffer("inv_freq", _inv_freq(spec), persistent=False)
 
-    def forward(self, inputs_embeds, attention_mask, position_ids, *past):
+    def forward(self, *inputs):
+        if self.form == "shared_kv":
+            return self.shared_kv_forward(*inputs)
+        return self.standard_forward(*inputs)
+
+    def _embeds(self, inputs_embeds):
         s = self.spec
-        x = inputs_embeds
         if s.embed_scale is not None:
-            x = x * torch.tensor(s.embed_scale, dtype=x.dtype)
+            return inputs_embeds * torch.tensor(s.embed_scale, dtype=inputs_embeds.dtype)
+        return inputs_embeds
+
+    def _rotary_angles(self, position_ids):
+        # From the real positions of each token (padding does not shift them): [B,T,rotary_dim].
+        freqs = position_ids[:, :, None].float() * self.inv_freq[None, None, :]
+        return torch.cat((freqs, freqs), dim=-1)
+
+    def shared_kv_forward(self, inputs_embeds, position_ids, seqlens_k, total_sequence_length, *buffers):
+        x = self._embeds(inputs_embeds)
+        emb = self._rotary_angles(position_ids)[:, :, None]  # [B,T,1,rotary_dim]
+        cos, sin = emb.cos(), emb.sin()
+        presents = []
+        for i, layer in enumerate(self.layers):
+            x, k, v = layer(x, cos, sin, None, buffers[2 * i], buffers[2 * i + 1], (seqlens_k, total_sequence_length))
+            presents += [k, v]
+        logits = self.lm_head(self.final_norm(x[:, -1, :]))
+        return (logits, *presents)
+
+    def standard_forward(self, inputs_embeds, attention_mask, position_ids, *past):
+        s = self.spec
+        x = self._embeds(inputs_embeds)
         t = x.shape[1]
         k_len = attention_mask.shape[1]
-        # Rotary tables from the real positions of each token (padding does not shift them).
-        freqs = position_ids[:, :, None].float() * self.inv_freq[None, None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B,1,T,rotary_dim]
+        emb = self._rotary_angles(position_ids)[:, None]  # [B,1,T,rotary_dim]
         cos, sin = emb.cos(), emb.sin()
         # Key slot j is visible to new position i iff it is real (mask 1) and j <= P + i.
         q_slot = torch.arange(t, device=x.device) + (k_len - t)
@@ -321,14 +415,14 @@ def _map_state_dict(spec: DecoderSpec, sd: dict) -> dict:
     return out
 
 
-def build_export_decoder(family: str, hf_causal_lm) -> ExportDecoder:
+def build_export_decoder(family: str, hf_causal_lm, form: str = "standard") -> ExportDecoder:
     """An ExportDecoder that shares (does not copy) the weights of a transformers *ForCausalLM.
 
     Built on the meta device and then pointed at the transformers tensors, so exporting a
     real-size model needs no second copy of its weights in memory.
     """
     spec = DecoderSpec.from_hf_config(family, hf_causal_lm.config)
-    dec = ExportDecoder(spec, device="meta")
+    dec = ExportDecoder(spec, device="meta", form=form)
     mapped = _map_state_dict(spec, hf_causal_lm.state_dict(keep_vars=True))
     expected = {name for name, _ in dec.named_parameters()}
     missing, unexpected = sorted(expected - set(mapped)), sorted(set(mapped) - expected)

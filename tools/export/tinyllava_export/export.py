@@ -18,6 +18,7 @@ import transformers
 from . import __version__, manifest as M, onnx_export as X, preprocessing as P, templates as T
 from . import tokenizer_settings as S
 from .checkpoints import from_checkpoint
+from .decoder import FORMS, DecoderSpec
 from .model_parts import ExportError, ModelParts, from_preset
 from .parity import ParityReport, check_parity, compute_reference
 from .presets import get_preset
@@ -119,12 +120,19 @@ def build_manifest(parts: ModelParts, name: str, tokenizer, fields: dict, prepro
     }
 
 
+def check_shared_kv(spec: DecoderSpec) -> None:
+    """What onnxruntime's GroupQueryAttention refuses at run time, refused before the export."""
+    if spec.head_dim % 8:
+        raise ExportError(f"--decoder-form shared_kv: onnxruntime's GroupQueryAttention needs a head dim that is "
+                          f"a multiple of 8; this model's is {spec.head_dim} (export it in the standard form)")
+
+
 def _adds_bos(tokenizer) -> bool:
     ids = tokenizer("a").input_ids
     return bool(ids) and tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id
 
 
-def _write_graphs(parts: ModelParts, stage: Path, files: dict, progress: Progress) -> None:
+def _write_graphs(parts: ModelParts, stage: Path, files: dict, progress: Progress, decoder_form: str) -> None:
     """The four graphs in fp32 (precision is converted afterwards, from these files)."""
     progress.step("exporting the vision encoder")
     with progress.layers(parts.vision.vision_model.encoder.layers, "tracing the vision encoder"):
@@ -133,7 +141,7 @@ def _write_graphs(parts: ModelParts, stage: Path, files: dict, progress: Progres
     X.export_connector(parts, stage / files["connector"])
     X.export_embed_tokens(parts, stage / files["embed_tokens"])
     progress.step("exporting the decoder with KV cache")
-    X.export_decoder(parts, stage / files["decoder"], progress)
+    X.export_decoder(parts, stage / files["decoder"], progress, decoder_form)
 
 
 def _convert_precision(stage: Path, files: dict, quantize: str | None, block_size: int, progress: Progress) -> None:
@@ -150,15 +158,19 @@ def _convert_precision(stage: Path, files: dict, quantize: str | None, block_siz
 def run_export(out: Path, *, preset: str | None = None, checkpoint: Path | None = None, seed: int = 0,
                dtype: str = "fp32", quantize: str | None = None, block_size: int = 32, force: bool = False,
                quiet: bool = False, name: str | None = None, keep_parts: bool = True,
-               vision_tower: Path | None = None, template: str | None = None) -> ExportResult:
+               vision_tower: Path | None = None, template: str | None = None,
+               decoder_form: str = "standard") -> ExportResult:
     """Exports a preset or checkpoint to `out`. keep_parts=False frees the PyTorch model before
     the parity check (the command line does, so real-size models fit in memory); the result's
-    `parts` is then None. `vision_tower` and `template`: see checkpoints.from_checkpoint."""
+    `parts` is then None. `vision_tower` and `template`: see checkpoints.from_checkpoint.
+    `decoder_form`: "standard" or "shared_kv" (decoder.py, docs/model-package.md)."""
     out = out.resolve()
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; pass --force to replace it")
     if quantize and dtype != "fp32":
         raise ExportError("--quantize int4 keeps fp32 activations; use it with --dtype fp32")
+    if decoder_form not in FORMS:
+        raise ExportError(f"unknown decoder form {decoder_form!r}; known: {', '.join(FORMS)}")
     if template is not None and template not in T.TEMPLATE_NAMES:
         raise ExportError(f"unknown template {template!r}; known: {', '.join(T.TEMPLATE_NAMES)}")
     progress = Progress(9 if (dtype == "fp16" or quantize) else 8, quiet)
@@ -183,6 +195,8 @@ def run_export(out: Path, *, preset: str | None = None, checkpoint: Path | None 
             parts = from_checkpoint(checkpoint, vision_tower, template)
             toks = S.load_tokenizers(parts.tokenizer_dir, tok_dir, parts.added_tokens, parts.reference_tokenizer_fast)
             name = name or Path(checkpoint).name
+        if decoder_form == "shared_kv":
+            check_shared_kv(DecoderSpec.from_hf_config(parts.family, parts.llm.config))
         for line in parts.notes + ([f"tokenizer: {toks.note}"] if toks.note else []):
             progress.note(line)
         tokenizer = toks.fast
@@ -202,7 +216,7 @@ def run_export(out: Path, *, preset: str | None = None, checkpoint: Path | None 
         prompt_ids = parity_prompt_ids(fields, tokenizer)
         progress.step("computing the PyTorch reference (32 greedy steps)")
         ref = compute_reference(parts, pixels, prompt_ids, progress=progress)
-        _write_graphs(parts, stage, files, progress)
+        _write_graphs(parts, stage, files, progress, decoder_form)
         progress.step("writing tokenizer and manifest")
         for f in TOKENIZER_FILES:
             if (tok_dir / f).exists():

@@ -162,19 +162,23 @@ def _gather_weights(raw: Path, path: Path) -> None:
     repack_weights(model, path, raw.parent)
 
 
-def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], axes: dict) -> None:
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], axes: dict,
+            custom_opsets: dict | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp, torch.no_grad():
         raw = Path(tmp) / "model.onnx"
         torch.onnx.export(module, args, str(raw), input_names=inputs, output_names=outputs,
-                          dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True)
+                          dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True,
+                          custom_opsets=custom_opsets)
         _gather_weights(raw, path)
     onnx.checker.check_model(str(path))
 
 
-def decoder_io_names(num_layers: int) -> tuple[list[str], list[str]]:
+def decoder_io_names(num_layers: int, form: str = "standard") -> tuple[list[str], list[str]]:
     past = [f"past_key_values.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
     present = [f"present.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+    if form == "shared_kv":
+        return ["inputs_embeds", "position_ids", "seqlens_k", "total_sequence_length", *past], ["logits", *present]
     return ["inputs_embeds", "attention_mask", "position_ids", *past], ["logits", *present]
 
 
@@ -197,27 +201,38 @@ def export_embed_tokens(parts: ModelParts, path: Path) -> None:
             {"input_ids": {0: "batch", 1: "sequence"}, "inputs_embeds": {0: "batch", 1: "sequence"}})
 
 
-def export_decoder(parts: ModelParts, path: Path, progress=None) -> ExportDecoder:
-    dec = build_export_decoder(parts.family, parts.llm)
+def export_decoder(parts: ModelParts, path: Path, progress=None, form: str = "standard") -> ExportDecoder:
+    dec = build_export_decoder(parts.family, parts.llm, form)
     s = dec.spec
-    b, t, p = 2, 3, 4  # traced with a past so every shape stays symbolic
-    past = []
-    for _ in range(s.num_layers):
-        past += [torch.zeros(b, s.num_kv_heads, p, s.head_dim)] * 2
-    args = (torch.zeros(b, t, s.hidden_size), torch.ones(b, p + t, dtype=torch.long),
-            torch.zeros(b, t, dtype=torch.long), *past)
-    inputs, outputs = decoder_io_names(s.num_layers)
-    axes = {"inputs_embeds": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
-            "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
-    for name in inputs[3:]:
-        axes[name] = {0: "batch", 2: "past_sequence"}
-    for name in outputs[1:]:
-        axes[name] = {0: "batch", 2: "sequence"}
+    inputs, outputs = decoder_io_names(s.num_layers, form)
+    if form == "shared_kv":
+        # One row (the op's PyTorch stand-in loops over rows), 3 new positions after 4 cached,
+        # in a buffer of 8; the buffers' length stays symbolic ("capacity": the runtime's).
+        b, t, p, capacity = 1, 3, 4, 8
+        past = [torch.zeros(b, s.num_kv_heads, capacity, s.head_dim)] * (2 * s.num_layers)
+        args = (torch.zeros(b, t, s.hidden_size), torch.arange(p, p + t)[None],
+                torch.tensor([p + t - 1], dtype=torch.int32), torch.tensor(p + t, dtype=torch.int32), *past)
+        axes = {"inputs_embeds": {0: "batch", 1: "sequence"}, "position_ids": {0: "batch", 1: "sequence"},
+                "seqlens_k": {0: "batch"}, "logits": {0: "batch"}}
+        for name in inputs[4:] + outputs[1:]:
+            axes[name] = {0: "batch", 2: "capacity"}
+    else:
+        b, t, p = 2, 3, 4  # traced with a past so every shape stays symbolic
+        past = [torch.zeros(b, s.num_kv_heads, p, s.head_dim)] * (2 * s.num_layers)
+        args = (torch.zeros(b, t, s.hidden_size), torch.ones(b, p + t, dtype=torch.long),
+                torch.zeros(b, t, dtype=torch.long), *past)
+        axes = {"inputs_embeds": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
+                "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
+        for name in inputs[3:]:
+            axes[name] = {0: "batch", 2: "past_sequence"}
+        for name in outputs[1:]:
+            axes[name] = {0: "batch", 2: "sequence"}
+    opsets = {"com.microsoft": 1} if form == "shared_kv" else None
     if progress is None:
-        _export(dec, args, path, inputs, outputs, axes)
+        _export(dec, args, path, inputs, outputs, axes, opsets)
     else:
         with progress.layers(dec.layers, "tracing the decoder"):
-            _export(dec, args, path, inputs, outputs, axes)
+            _export(dec, args, path, inputs, outputs, axes, opsets)
     fuse_decoder_projections(path)
     return dec
 
@@ -252,11 +267,51 @@ def fuse_decoder_projections(path: Path) -> None:
 
 
 def to_fp16(path: Path) -> None:
-    """fp16 weights and compute; inputs and outputs stay float32 (casts inside the graph)."""
+    """fp16 weights and compute; inputs and outputs stay float32 (casts inside the graph), but
+    for the KV buffers of a shared_kv decoder, which are fp16 at the graph boundary: the runtime
+    binds one buffer as both past and present of GroupQueryAttention, and a Cast on either side
+    would put a copy of the whole cache between them (and the CUDA kernel is fp16 only)."""
     from onnxconverter_common import float16
     model = onnx.load(str(path))
     model = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    if any(i.name == "seqlens_k" for i in model.graph.input):
+        _kv_buffers_in_fp16(model)
     save_graph(model, path)
+
+
+def _kv_buffers_in_fp16(model: onnx.ModelProto) -> None:
+    """Drops the boundary Casts of the past/present tensors that keep_io_types added: they become
+    fp16 inputs and outputs, read and written by GroupQueryAttention directly."""
+    g = model.graph
+    fp16 = onnx.TensorProto.FLOAT16
+    kv_in = {i.name for i in g.input if i.name.startswith("past_key_values.")}
+    kv_out = {o.name for o in g.output if o.name.startswith("present.")}
+    renames, dropped = {}, []
+    for node in g.node:
+        if node.op_type != "Cast":
+            continue
+        if node.input[0] in kv_in:  # input (fp32) -> Cast -> fp16 tensor: read the input itself
+            renames[node.output[0]] = node.input[0]
+            dropped.append(node)
+        elif node.output[0] in kv_out:  # fp16 tensor -> Cast -> output: the producer writes the output
+            renames[node.input[0]] = node.output[0]
+            dropped.append(node)
+    if len(dropped) != len(kv_in) + len(kv_out):
+        raise ValueError(f"fp16 conversion: expected one boundary Cast per KV tensor, found {len(dropped)} "
+                         f"for {len(kv_in) + len(kv_out)}")
+    for node in dropped:
+        g.node.remove(node)
+    for node in g.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = renames.get(name, name)
+        for i, name in enumerate(node.output):
+            node.output[i] = renames.get(name, name)
+    for value in list(g.input) + list(g.output):
+        if value.name in kv_in or value.name in kv_out:
+            value.type.tensor_type.elem_type = fp16
+    stale = [v for v in g.value_info if v.name in renames]
+    for v in stale:
+        g.value_info.remove(v)
 
 
 ACCURACY_LEVEL = 4

@@ -54,8 +54,12 @@ class OnnxPackageRunner:
         self.vision, self.connector = load("vision_encoder"), load("connector")
         self.embed, self.decoder = load("embed_tokens"), load("decoder")
         self.num_layers = num_layers
-        past = self.decoder.get_inputs()[3]
+        inputs = {i.name: i for i in self.decoder.get_inputs()}
+        # The decoder's form (docs/model-package.md) shows in its inputs, as the server reads it.
+        self.shared_kv = "seqlens_k" in inputs
+        past = inputs["past_key_values.0.key"]
         self.kv_heads, self.head_dim = past.shape[1], past.shape[3]
+        self.kv_dtype = np.float16 if past.type == "tensor(float16)" else np.float32
 
     def image_features(self, pixel_values: np.ndarray) -> np.ndarray:
         return self.vision.run(None, {"pixel_values": pixel_values})[0]
@@ -69,8 +73,11 @@ class OnnxPackageRunner:
                   for run in R.segments(prompt_ids)]
         return np.concatenate(pieces, axis=1)
 
-    def step(self, embeds: np.ndarray, cache: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One decoder call for a single sequence; returns last logits and the grown cache."""
+    def step(self, embeds: np.ndarray, cache):
+        """One decoder call for a single sequence; returns last logits and the grown cache (opaque:
+        pass [] for none, then what the previous step returned)."""
+        if self.shared_kv:
+            return self._shared_kv_step(embeds, cache)
         past_len = cache[0].shape[2] if cache else 0
         t = embeds.shape[1]
         feeds = {"inputs_embeds": embeds.astype(np.float32),
@@ -84,6 +91,25 @@ class OnnxPackageRunner:
         grown = [np.concatenate([cache[k], out[1 + k]], axis=2) if cache else out[1 + k]
                  for k in range(2 * self.num_layers)]
         return out[0][0], grown
+
+    def _shared_kv_step(self, embeds: np.ndarray, cache) -> tuple[np.ndarray, tuple[int, list[np.ndarray]]]:
+        """The shared_kv form: `cache` is (length, one buffer [1,Hkv,C,Dh] per layer and kind);
+        GroupQueryAttention returns the buffers with the new positions written after `length`."""
+        length, buffers = cache if cache else (0, None)
+        t = embeds.shape[1]
+        total = length + t
+        if buffers is None or buffers[0].shape[2] < total:  # grow (keeping what is written) to twice the need
+            grow = np.zeros((1, self.kv_heads, 2 * total - (buffers[0].shape[2] if buffers else 0), self.head_dim), self.kv_dtype)
+            buffers = [np.concatenate([b, grow], axis=2) for b in buffers] if buffers else [grow] * (2 * self.num_layers)
+        feeds = {"inputs_embeds": embeds.astype(np.float32),
+                 "position_ids": np.arange(length, total, dtype=np.int64)[None],
+                 "seqlens_k": np.array([total - 1], dtype=np.int32),
+                 "total_sequence_length": np.array(total, dtype=np.int32)}
+        for i in range(self.num_layers):
+            for j, kv in enumerate(("key", "value")):
+                feeds[f"past_key_values.{i}.{kv}"] = buffers[2 * i + j]
+        out = self.decoder.run(None, feeds)
+        return out[0][0], (total, out[1:])
 
 
 @dataclass
