@@ -8,6 +8,9 @@ path against the `standard` one (test/runtime/shared-kv.test.ts):
   buffer per layer as past and present, seqlens_k / total_sequence_length, no position_ids;
 - decoder_gqa_positions.onnx: the same op without its rotary, rotary outside on position_ids
   (the partial-rotary families' shape), so the runtime feeds position_ids too;
+- decoder_gqa_positions_fp16.onnx: that graph with float16 KV buffers at its boundary (q/k/v
+  cast to float16 for the op, its output cast back), as the exporter's fp16 shared_kv packages
+  have them: the runtime's blocks of 2-byte elements;
 - embed_tokens.onnx: input_ids -> inputs_embeds.
 
 Run: .venv/bin/python test/support/make_shared_kv_fixture.py (deterministic; outputs committed).
@@ -138,12 +141,15 @@ def standard():
     g.save("decoder_standard", inputs, [tensor("logits", TensorProto.FLOAT, ["B", V]), *present])
 
 
-def shared(rotary_inside):
+def shared(rotary_inside, kv_fp16=False):
     g = Graph()
     g.const("cos_cache", COS), g.const("sin_cache", SIN)
     x = "inputs_embeds"
+    kv_elem = TensorProto.FLOAT16 if kv_fp16 else TensorProto.FLOAT
     for l in range(L):
         q, k, v = projections(g, x, l, None if rotary_inside else "position_ids")
+        if kv_fp16:
+            q, k, v = (g.op("Cast", [t], to=TensorProto.FLOAT16) for t in (q, k, v))
         ins = [q, k, v, f"past_key_values.{l}.key", f"past_key_values.{l}.value", "seqlens_k", "total_sequence_length"]
         if rotary_inside:
             ins += ["cos_cache", "sin_cache"]
@@ -160,9 +166,11 @@ def shared(rotary_inside):
                 rotary_interleaved=0,
             )
         )
+        if kv_fp16:
+            out = g.op("Cast", [out], to=TensorProto.FLOAT)
         x = g.op("Add", [x, g.op("MatMul", [out, g.const(f"wo{l}", W[f"wo{l}"])])])
     finish(g, x)
-    kv = lambda n: tensor(n, TensorProto.FLOAT, ["B", HKV, "Cap", DH])  # noqa: E731
+    kv = lambda n: tensor(n, kv_elem, ["B", HKV, "Cap", DH])  # noqa: E731
     inputs = [
         tensor("inputs_embeds", TensorProto.FLOAT, ["B", "T", D]),
         *([] if rotary_inside else [tensor("position_ids", TensorProto.INT64, ["B", "T"])]),
@@ -171,7 +179,7 @@ def shared(rotary_inside):
         *[kv(f"past_key_values.{l}.{kind}") for l in range(L) for kind in ("key", "value")],
     ]
     outputs = [tensor("logits", TensorProto.FLOAT, ["B", V]), *[kv(f"present.{l}.{kind}") for l in range(L) for kind in ("key", "value")]]
-    g.save("decoder_gqa_rotary" if rotary_inside else "decoder_gqa_positions", inputs, outputs)
+    g.save(("decoder_gqa_rotary" if rotary_inside else "decoder_gqa_positions") + ("_fp16" if kv_fp16 else ""), inputs, outputs)
 
 
 def embed():
@@ -186,6 +194,7 @@ if __name__ == "__main__":
     standard()
     shared(rotary_inside=True)
     shared(rotary_inside=False)
+    shared(rotary_inside=False, kv_fp16=True)
     (OUT / "dims.json").write_text(
         f'{{"numLayers": {L}, "hiddenSize": {D}, "numAttentionHeads": {HQ}, "numKvHeads": {HKV}, "headDim": {DH}, "vocabSize": {V}, "maxPositions": {MAX_POS}}}\n'
     )
