@@ -168,17 +168,20 @@ def _reshape(x, *shape: int):
 
 
 class _GroupQueryAttention(torch.autograd.Function):
-    """onnxruntime's com.microsoft.GroupQueryAttention without its rotary: q [B,T,H*Dh], k and v
-    [B,T,Hkv*Dh], past_k / past_v [B,Hkv,C,Dh], seqlens_k [B] (a row's total length - 1),
-    total_sequence_length -> attention output [B,T,H*Dh] and the buffers with the T new
-    positions written at total - T .. total - 1 of each row.
+    """onnxruntime's com.microsoft.GroupQueryAttention: q [B,T,H*Dh], k and v [B,T,Hkv*Dh],
+    past_k / past_v [B,Hkv,C,Dh], seqlens_k [B] (a row's total length - 1), total_sequence_length
+    -> attention output [B,T,H*Dh] and the buffers with the T new positions written at
+    total - T .. total - 1 of each row. With cos_cache / sin_cache ([max positions, rotary_dim/2])
+    the op rotates the first rotary_dim dims of q and k itself (do_rotary, rotate-half layout) at
+    those positions; without them (None), q and k come rotated.
 
     Exported through `symbolic` as the op itself; `forward` restates what the op computes so that
     the module also runs in PyTorch (the export traces it once, on a batch of one row).
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, past_k, past_v, seqlens_k, total_sequence_length, num_heads, kv_heads, scale):
+    def forward(ctx, q, k, v, past_k, past_v, seqlens_k, total_sequence_length, cos_cache, sin_cache,
+                num_heads, kv_heads, scale):
         b, t, _ = q.shape
         dh = past_k.shape[3]
         present_k, present_v = past_k.clone(), past_v.clone()
@@ -186,26 +189,50 @@ class _GroupQueryAttention(torch.autograd.Function):
         for row in range(b):
             total = int(seqlens_k[row]) + 1
             start = total - t
-            present_k[row, :, start:total] = k[row].reshape(t, kv_heads, dh).transpose(0, 1)
+            qr, kr = q[row].reshape(t, num_heads, dh), k[row].reshape(t, kv_heads, dh)
+            if cos_cache is not None:
+                cos = torch.cat((cos_cache[start:total], cos_cache[start:total]), dim=-1)[:, None]  # [T,1,r]
+                sin = torch.cat((sin_cache[start:total], sin_cache[start:total]), dim=-1)[:, None]
+                qr, kr = (_rotate(x, cos, sin, cos.shape[-1]) for x in (qr, kr))
+            present_k[row, :, start:total] = kr.transpose(0, 1)
             present_v[row, :, start:total] = v[row].reshape(t, kv_heads, dh).transpose(0, 1)
             rep = num_heads // kv_heads
             keys = present_k[row, :, :total].repeat_interleave(rep, dim=0)  # [H,total,Dh]
             values = present_v[row, :, :total].repeat_interleave(rep, dim=0)
-            scores = torch.matmul(q[row].reshape(t, num_heads, dh).transpose(0, 1), keys.transpose(1, 2)) * scale
+            scores = torch.matmul(qr.transpose(0, 1), keys.transpose(1, 2)) * scale
             visible = torch.arange(total)[None, :] <= (torch.arange(t) + start)[:, None]  # [T,total]
             probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
             out[row] = torch.matmul(probs, values).transpose(0, 1).reshape(t, num_heads * dh)
         return out, present_k, present_v
 
     @staticmethod
-    def symbolic(g, q, k, v, past_k, past_v, seqlens_k, total_sequence_length, num_heads, kv_heads, scale):
+    def symbolic(g, q, k, v, past_k, past_v, seqlens_k, total_sequence_length, cos_cache, sin_cache,
+                 num_heads, kv_heads, scale):
+        rotary = cos_cache is not None
+        inputs = [q, k, v, past_k, past_v, seqlens_k, total_sequence_length] + ([cos_cache, sin_cache] if rotary else [])
         out, present_k, present_v = g.op(
-            "com.microsoft::GroupQueryAttention", q, k, v, past_k, past_v, seqlens_k, total_sequence_length,
-            num_heads_i=num_heads, kv_num_heads_i=kv_heads, scale_f=scale, do_rotary_i=0, outputs=3)
+            "com.microsoft::GroupQueryAttention", *inputs, num_heads_i=num_heads, kv_num_heads_i=kv_heads,
+            scale_f=scale, do_rotary_i=int(rotary), rotary_interleaved_i=0, outputs=3)
         out.setType(q.type())
         present_k.setType(past_k.type())
         present_v.setType(past_v.type())
         return out, present_k, present_v
+
+
+def _rotate(x, cos, sin, r: int):
+    """Rotary on the first r (= cos.shape[-1]) dims of x (rotate-half layout, transformers'), the
+    rest passed through. r is a Python int so that the exported slices are constants."""
+    if r == x.shape[-1]:
+        return x * cos + _rotate_half(x, r // 2) * sin
+    x_rot, x_pass = x[..., :r], x[..., r:]
+    return torch.cat((x_rot * cos + _rotate_half(x_rot, r // 2) * sin, x_pass), dim=-1)
+
+
+def rotary_inside_attention(spec: "DecoderSpec") -> bool:
+    """Whether the shared_kv form hands rotary to GroupQueryAttention: its kernel needs
+    rotary_dim / 2 to be a multiple of 8 (every released checkpoint's: TinyLlama, Qwen2 and Gemma
+    64 / 128 / 256, Phi-2 32, StableLM-2 16); otherwise rotary stays outside on position_ids."""
+    return (spec.rotary_dim // 2) % 8 == 0
 
 
 class _Linear(nn.Module):
@@ -253,11 +280,7 @@ class _Layer(nn.Module):
 
     def rotary(self, x, cos, sin):
         # x [B,heads,T,Dh] with cos/sin [B,1,T,rotary_dim], or x [B,T,heads,Dh] with [B,T,1,rotary_dim]
-        r = self.s.rotary_dim
-        if r == self.s.head_dim:
-            return x * cos + _rotate_half(x, r // 2) * sin
-        x_rot, x_pass = x[..., :r], x[..., r:]
-        return torch.cat((x_rot * cos + _rotate_half(x_rot, r // 2) * sin, x_pass), dim=-1)
+        return _rotate(x, cos, sin, self.s.rotary_dim)
 
     def attention(self, x, cos, sin, bias, past_k, past_v):
         s = self.s
@@ -284,25 +307,30 @@ class _Layer(nn.Module):
         out = _reshape(_reshape(out, 0, s.num_heads, -1, dh).transpose(1, 2), 0, -1, s.num_heads * dh)
         return self.o(out), k, v
 
-    def shared_kv_attention(self, x, cos, sin, seqlens_k, total, past_k, past_v):
-        """The shared_kv form: rotary here on [B,T,heads,Dh], attention and the cache write in
-        GroupQueryAttention; returns the output and the whole buffers (past and present in one)."""
+    def shared_kv_attention(self, x, rotary, seqlens_k, total, past_k, past_v):
+        """The shared_kv form: attention and the cache write in GroupQueryAttention, rotary there
+        too (rotary = ("op", cos_cache, sin_cache)) or here on [B,T,heads,Dh] (("here", cos, sin));
+        returns the output and the whole buffers (past and present in one)."""
         s = self.s
         hq, hkv, dh = s.num_heads, s.num_kv_heads, s.head_dim
-        q = self.rotary(_reshape(self.q(x), 0, -1, hq, dh), cos, sin)
-        k = self.rotary(_reshape(self.k(x), 0, -1, hkv, dh), cos, sin)
+        q, k = self.q(x), self.k(x)
+        where, cos, sin = rotary
+        if where == "here":
+            q = _reshape(self.rotary(_reshape(q, 0, -1, hq, dh), cos, sin), 0, -1, hq * dh)
+            k = _reshape(self.rotary(_reshape(k, 0, -1, hkv, dh), cos, sin), 0, -1, hkv * dh)
+            cos = sin = None
         out, present_k, present_v = _GroupQueryAttention.apply(
-            _reshape(q, 0, -1, hq * dh), _reshape(k, 0, -1, hkv * dh), self.v(x), past_k, past_v,
-            seqlens_k, total, hq, hkv, 1.0 / math.sqrt(dh))
+            q, k, self.v(x), past_k, past_v, seqlens_k, total, cos, sin, hq, hkv, 1.0 / math.sqrt(dh))
         return self.o(out), present_k, present_v
 
-    def forward(self, x, cos, sin, bias, past_k, past_v, shared=None):
-        """`bias` is the standard form's mask; `shared` is (seqlens_k, total) in the shared_kv form."""
+    def forward(self, x, cos, sin, bias, past_k, past_v):
+        """Standard form: cos/sin [B,1,T,rotary_dim] and the mask `bias`. shared_kv form: `cos` is
+        the rotary (shared_kv_attention's), `sin` is (seqlens_k, total) and `bias` is None."""
         h = self.input_norm(x)
-        if shared is None:
+        if bias is not None:
             attn, k, v = self.attention(h, cos, sin, bias, past_k, past_v)
         else:
-            attn, k, v = self.shared_kv_attention(h, cos, sin, *shared, past_k, past_v)
+            attn, k, v = self.shared_kv_attention(h, cos, *sin, past_k, past_v)
         if self.s.parallel_residual:
             return x + attn + self.mlp(h), k, v
         x = x + attn
@@ -312,8 +340,9 @@ class _Layer(nn.Module):
 class ExportDecoder(nn.Module):
     """standard: inputs_embeds, attention_mask [B,K], position_ids [B,T], past k/v per layer
     -> logits of the last position [B,V], and k/v of the T new positions per layer.
-    shared_kv: inputs_embeds, position_ids [B,T], seqlens_k [B] int32, total_sequence_length int32,
-    k/v buffers [B,Hkv,C,Dh] per layer -> logits [B,V] and the buffers with the new positions."""
+    shared_kv: inputs_embeds, [position_ids [B,T] when rotary stays outside the op,] seqlens_k [B]
+    int32, total_sequence_length int32, k/v buffers [B,Hkv,C,Dh] per layer -> logits [B,V] and the
+    buffers with the new positions."""
 
     def __init__(self, spec: DecoderSpec, device=None, form: str = "standard"):
         super().__init__()
@@ -324,6 +353,11 @@ class ExportDecoder(nn.Module):
         self.final_norm = _Norm(spec.norm, spec.hidden_size, spec.norm_eps, device)
         self.lm_head = _Linear(spec.hidden_size, spec.vocab_size, spec.lm_head_bias, device)
         self.register_buffer("inv_freq", _inv_freq(spec), persistent=False)
+        self.rotary_in_op = form == "shared_kv" and rotary_inside_attention(spec)
+        if self.rotary_in_op:  # GroupQueryAttention's tables: [max positions, rotary_dim / 2]
+            angles = torch.arange(spec.max_position_embeddings, device="cpu").float()[:, None] * self.inv_freq[None, :]
+            self.register_buffer("cos_cache", angles.cos(), persistent=False)
+            self.register_buffer("sin_cache", angles.sin(), persistent=False)
 
     def forward(self, *inputs):
         if self.form == "shared_kv":
@@ -341,13 +375,20 @@ class ExportDecoder(nn.Module):
         freqs = position_ids[:, :, None].float() * self.inv_freq[None, None, :]
         return torch.cat((freqs, freqs), dim=-1)
 
-    def shared_kv_forward(self, inputs_embeds, position_ids, seqlens_k, total_sequence_length, *buffers):
+    def shared_kv_forward(self, inputs_embeds, *inputs):
+        """inputs: [position_ids,] seqlens_k, total_sequence_length, then the buffers; position_ids
+        only when rotary stays outside the op."""
         x = self._embeds(inputs_embeds)
-        emb = self._rotary_angles(position_ids)[:, :, None]  # [B,T,1,rotary_dim]
-        cos, sin = emb.cos(), emb.sin()
+        if self.rotary_in_op:
+            rotary = ("op", self.cos_cache, self.sin_cache)
+        else:
+            position_ids, *inputs = inputs
+            emb = self._rotary_angles(position_ids)[:, :, None]  # [B,T,1,rotary_dim]
+            rotary = ("here", emb.cos(), emb.sin())
+        seqlens_k, total_sequence_length, *buffers = inputs
         presents = []
         for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, cos, sin, None, buffers[2 * i], buffers[2 * i + 1], (seqlens_k, total_sequence_length))
+            x, k, v = layer(x, rotary, (seqlens_k, total_sequence_length), None, buffers[2 * i], buffers[2 * i + 1])
             presents += [k, v]
         logits = self.lm_head(self.final_norm(x[:, -1, :]))
         return (logits, *presents)

@@ -174,11 +174,12 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
     onnx.checker.check_model(str(path))
 
 
-def decoder_io_names(num_layers: int, form: str = "standard") -> tuple[list[str], list[str]]:
+def decoder_io_names(num_layers: int, form: str = "standard", rotary_in_op: bool = False) -> tuple[list[str], list[str]]:
     past = [f"past_key_values.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
     present = [f"present.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
     if form == "shared_kv":
-        return ["inputs_embeds", "position_ids", "seqlens_k", "total_sequence_length", *past], ["logits", *present]
+        positions = [] if rotary_in_op else ["position_ids"]
+        return ["inputs_embeds", *positions, "seqlens_k", "total_sequence_length", *past], ["logits", *present]
     return ["inputs_embeds", "attention_mask", "position_ids", *past], ["logits", *present]
 
 
@@ -204,17 +205,19 @@ def export_embed_tokens(parts: ModelParts, path: Path) -> None:
 def export_decoder(parts: ModelParts, path: Path, progress=None, form: str = "standard") -> ExportDecoder:
     dec = build_export_decoder(parts.family, parts.llm, form)
     s = dec.spec
-    inputs, outputs = decoder_io_names(s.num_layers, form)
+    inputs, outputs = decoder_io_names(s.num_layers, form, dec.rotary_in_op)
     if form == "shared_kv":
         # One row (the op's PyTorch stand-in loops over rows), 3 new positions after 4 cached,
         # in a buffer of 8; the buffers' length stays symbolic ("capacity": the runtime's).
         b, t, p, capacity = 1, 3, 4, 8
         past = [torch.zeros(b, s.num_kv_heads, capacity, s.head_dim)] * (2 * s.num_layers)
-        args = (torch.zeros(b, t, s.hidden_size), torch.arange(p, p + t)[None],
+        positions = () if dec.rotary_in_op else (torch.arange(p, p + t)[None],)
+        args = (torch.zeros(b, t, s.hidden_size), *positions,
                 torch.tensor([p + t - 1], dtype=torch.int32), torch.tensor(p + t, dtype=torch.int32), *past)
-        axes = {"inputs_embeds": {0: "batch", 1: "sequence"}, "position_ids": {0: "batch", 1: "sequence"},
-                "seqlens_k": {0: "batch"}, "logits": {0: "batch"}}
-        for name in inputs[4:] + outputs[1:]:
+        axes = {"inputs_embeds": {0: "batch", 1: "sequence"}, "seqlens_k": {0: "batch"}, "logits": {0: "batch"}}
+        if positions:
+            axes["position_ids"] = {0: "batch", 1: "sequence"}
+        for name in inputs[inputs.index("total_sequence_length") + 1:] + outputs[1:]:
             axes[name] = {0: "batch", 2: "capacity"}
     else:
         b, t, p = 2, 3, 4  # traced with a past so every shape stays symbolic

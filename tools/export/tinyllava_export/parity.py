@@ -57,6 +57,7 @@ class OnnxPackageRunner:
         inputs = {i.name: i for i in self.decoder.get_inputs()}
         # The decoder's form (docs/model-package.md) shows in its inputs, as the server reads it.
         self.shared_kv = "seqlens_k" in inputs
+        self.position_ids = "position_ids" in inputs
         past = inputs["past_key_values.0.key"]
         self.kv_heads, self.head_dim = past.shape[1], past.shape[3]
         self.kv_dtype = np.float16 if past.type == "tensor(float16)" else np.float32
@@ -102,9 +103,10 @@ class OnnxPackageRunner:
             grow = np.zeros((1, self.kv_heads, 2 * total - (buffers[0].shape[2] if buffers else 0), self.head_dim), self.kv_dtype)
             buffers = [np.concatenate([b, grow], axis=2) for b in buffers] if buffers else [grow] * (2 * self.num_layers)
         feeds = {"inputs_embeds": embeds.astype(np.float32),
-                 "position_ids": np.arange(length, total, dtype=np.int64)[None],
                  "seqlens_k": np.array([total - 1], dtype=np.int32),
                  "total_sequence_length": np.array(total, dtype=np.int32)}
+        if self.position_ids:  # rotary outside GroupQueryAttention (decoder.rotary_inside_attention)
+            feeds["position_ids"] = np.arange(length, total, dtype=np.int64)[None]
         for i in range(self.num_layers):
             for j, kv in enumerate(("key", "value")):
                 feeds[f"past_key_values.{i}.{kv}"] = buffers[2 * i + j]
