@@ -304,3 +304,33 @@ def test_shared_kv_refuses_a_head_dim_groupqueryattention_cannot_run(tmp_path):
     with pytest.raises(ExportError, match="multiple of 8; this model's is 20"):
         run_export(tmp_path / "phi", preset="tiny-phi-siglip", quiet=True, decoder_form="shared_kv")
     assert not (tmp_path / "phi").exists()
+
+
+def test_large_constants_torch_stores_externally_become_initializers(tmp_path):
+    """Over 2 GiB torch writes a folded table (the shared_kv decoder's rotary caches) as external
+    data of a Constant node, in a file of its own: the gathered graph holds it as an initializer."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    import tinyllava_export.onnx_export as X
+    table = np.arange(512, dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["table"], value=numpy_helper.from_array(table, "table")),
+         helper.make_node("Add", ["x", "table"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [512])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [512])])
+    raw = tmp_path / "raw" / "model.onnx"
+    raw.parent.mkdir()
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(raw),
+                    save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0,
+                    convert_attribute=True)
+    assert onnx.load(str(raw), load_external_data=False).graph.node[0].attribute[0].t.data_location == TensorProto.EXTERNAL
+    out = tmp_path / "out" / "model.onnx"
+    out.parent.mkdir()
+    X._gather_weights(raw, out)
+    import shutil
+    shutil.rmtree(raw.parent)  # nothing may still point at torch's files
+    onnx.checker.check_model(str(out))
+    model = onnx.load(str(out))
+    assert [n.op_type for n in model.graph.node] == ["Add"] and [t.name for t in model.graph.initializer] == ["table"]
+    y = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": np.ones(512, np.float32)})[0]
+    np.testing.assert_array_equal(y, table + 1)

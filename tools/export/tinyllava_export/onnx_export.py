@@ -151,10 +151,28 @@ def repack_weights(model: onnx.ModelProto, path: Path, base: Path, keep: frozens
     onnx.save_model(model, str(path))
 
 
+def _external_constants_to_initializers(model: onnx.ModelProto) -> None:
+    """torch writes a large Constant (a table it folded at export time: the shared_kv decoder's
+    rotary cos/sin caches) of a model over 2 GiB as external data of the node's attribute, in a
+    file of its own that repack_weights does not gather; such a Constant becomes an initializer
+    of the same name, which it does gather."""
+    for node in list(model.graph.node):
+        if node.op_type != "Constant" or [a.name for a in node.attribute] != ["value"]:
+            continue
+        if node.attribute[0].t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(node.attribute[0].t)
+        tensor.name = node.output[0]
+        model.graph.initializer.append(tensor)
+        model.graph.node.remove(node)
+
+
 def _gather_weights(raw: Path, path: Path) -> None:
     """Moves torch's export to `path`, its weights repacked when it has external ones: torch
     writes one file per tensor for models over 2 GiB."""
     model = onnx.load(str(raw), load_external_data=False)
+    _external_constants_to_initializers(model)
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     if not external and _weight_bytes(model) <= INLINE_LIMIT:
         shutil.move(str(raw), str(path))
