@@ -228,6 +228,11 @@ def _rotate(x, cos, sin, r: int):
     return torch.cat((x_rot * cos + _rotate_half(x_rot, r // 2) * sin, x_pass), dim=-1)
 
 
+def is_shared_kv(input_names) -> bool:
+    """A shared_kv decoder declares seqlens_k (as src/runtime/graph-io.ts reads the form)."""
+    return "seqlens_k" in input_names
+
+
 def rotary_inside_attention(spec: "DecoderSpec") -> bool:
     """Whether the shared_kv form hands rotary to GroupQueryAttention: its kernel needs
     rotary_dim / 2 to be a multiple of 8 (every released checkpoint's: TinyLlama, Qwen2 and Gemma
@@ -307,30 +312,29 @@ class _Layer(nn.Module):
         out = _reshape(_reshape(out, 0, s.num_heads, -1, dh).transpose(1, 2), 0, -1, s.num_heads * dh)
         return self.o(out), k, v
 
-    def shared_kv_attention(self, x, rotary, seqlens_k, total, past_k, past_v):
-        """The shared_kv form: attention and the cache write in GroupQueryAttention, rotary there
-        too (rotary = ("op", cos_cache, sin_cache)) or here on [B,T,heads,Dh] (("here", cos, sin));
-        returns the output and the whole buffers (past and present in one)."""
+    def shared_kv_attention(self, x, cos, sin, shared, past_k, past_v):
+        """The shared_kv form: attention and the cache write in GroupQueryAttention. `shared` is
+        (seqlens_k, total, cos_cache, sin_cache); with the caches the op rotates q and k itself,
+        without them (None) rotary is applied here on [B,T,heads,Dh] with cos/sin [B,T,1,rotary_dim].
+        Returns the output and the whole buffers (past and present in one)."""
         s = self.s
         hq, hkv, dh = s.num_heads, s.num_kv_heads, s.head_dim
+        seqlens_k, total, cos_cache, sin_cache = shared
         q, k = self.q(x), self.k(x)
-        where, cos, sin = rotary
-        if where == "here":
+        if cos_cache is None:
             q = _reshape(self.rotary(_reshape(q, 0, -1, hq, dh), cos, sin), 0, -1, hq * dh)
             k = _reshape(self.rotary(_reshape(k, 0, -1, hkv, dh), cos, sin), 0, -1, hkv * dh)
-            cos = sin = None
         out, present_k, present_v = _GroupQueryAttention.apply(
-            q, k, self.v(x), past_k, past_v, seqlens_k, total, cos, sin, hq, hkv, 1.0 / math.sqrt(dh))
+            q, k, self.v(x), past_k, past_v, seqlens_k, total, cos_cache, sin_cache, hq, hkv, 1.0 / math.sqrt(dh))
         return self.o(out), present_k, present_v
 
-    def forward(self, x, cos, sin, bias, past_k, past_v):
-        """Standard form: cos/sin [B,1,T,rotary_dim] and the mask `bias`. shared_kv form: `cos` is
-        the rotary (shared_kv_attention's), `sin` is (seqlens_k, total) and `bias` is None."""
+    def forward(self, x, cos, sin, bias, past_k, past_v, shared=None):
+        """`bias` is the standard form's mask; `shared` the shared_kv form's (shared_kv_attention)."""
         h = self.input_norm(x)
-        if bias is not None:
+        if shared is None:
             attn, k, v = self.attention(h, cos, sin, bias, past_k, past_v)
         else:
-            attn, k, v = self.shared_kv_attention(h, cos, *sin, past_k, past_v)
+            attn, k, v = self.shared_kv_attention(h, cos, sin, shared, past_k, past_v)
         if self.s.parallel_residual:
             return x + attn + self.mlp(h), k, v
         x = x + attn
@@ -379,16 +383,18 @@ class ExportDecoder(nn.Module):
         """inputs: [position_ids,] seqlens_k, total_sequence_length, then the buffers; position_ids
         only when rotary stays outside the op."""
         x = self._embeds(inputs_embeds)
+        cos = sin = cos_cache = sin_cache = None
         if self.rotary_in_op:
-            rotary = ("op", self.cos_cache, self.sin_cache)
+            cos_cache, sin_cache = self.cos_cache, self.sin_cache
         else:
             position_ids, *inputs = inputs
             emb = self._rotary_angles(position_ids)[:, :, None]  # [B,T,1,rotary_dim]
-            rotary = ("here", emb.cos(), emb.sin())
+            cos, sin = emb.cos(), emb.sin()
         seqlens_k, total_sequence_length, *buffers = inputs
+        shared = (seqlens_k, total_sequence_length, cos_cache, sin_cache)
         presents = []
         for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, rotary, (seqlens_k, total_sequence_length), None, buffers[2 * i], buffers[2 * i + 1])
+            x, k, v = layer(x, cos, sin, None, buffers[2 * i], buffers[2 * i + 1], shared)
             presents += [k, v]
         logits = self.lm_head(self.final_norm(x[:, -1, :]))
         return (logits, *presents)

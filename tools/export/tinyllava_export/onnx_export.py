@@ -12,7 +12,7 @@ from onnx import numpy_helper
 import torch
 from torch import nn
 
-from .decoder import ExportDecoder, build_export_decoder
+from .decoder import ExportDecoder, build_export_decoder, is_shared_kv
 from .fuse_projections import fuse_projections
 from .model_parts import ModelParts
 
@@ -295,7 +295,7 @@ def to_fp16(path: Path) -> None:
     from onnxconverter_common import float16
     model = onnx.load(str(path))
     model = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
-    if any(i.name == "seqlens_k" for i in model.graph.input):
+    if is_shared_kv([i.name for i in model.graph.input]):
         _kv_buffers_in_fp16(model)
     save_graph(model, path)
 

@@ -16,6 +16,7 @@ import onnxruntime as ort
 import torch
 
 from . import reference as R
+from .decoder import is_shared_kv
 from .model_parts import ModelParts
 
 STEPS = 32
@@ -56,7 +57,7 @@ class OnnxPackageRunner:
         self.num_layers = num_layers
         inputs = {i.name: i for i in self.decoder.get_inputs()}
         # The decoder's form (docs/model-package.md) shows in its inputs, as the server reads it.
-        self.shared_kv = "seqlens_k" in inputs
+        self.shared_kv = is_shared_kv(inputs)
         self.position_ids = "position_ids" in inputs
         past = inputs["past_key_values.0.key"]
         self.kv_heads, self.head_dim = past.shape[1], past.shape[3]
